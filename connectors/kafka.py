@@ -1,0 +1,559 @@
+"""Kafka source and sink for bytewax flows, on confluent-kafka.
+
+`KafkaSource` reads every partition of its topics as one bytewax partition
+and emits `RawBatch` items; `KafkaSink` produces `OutMessage` items with
+delivery reports. `produce_all` and `consume_all` do the same outside a flow,
+for tests and tools.
+
+Client settings are passed to confluent-kafka as given, so TLS and SASL
+settings work; their values are never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, TypeVar
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import ClusterMetadata  # type: ignore[attr-defined]
+
+from connectors.messages import OutMessage, RawBatch, RawMessage
+
+__all__ = [
+    "DeliveryError",
+    "KafkaSink",
+    "KafkaSource",
+    "MissingTopicError",
+    "StartingOffset",
+    "consume_all",
+    "produce_all",
+]
+
+_LOG = logging.getLogger(__name__)
+
+StartingOffset = Literal["earliest", "latest"]
+
+# confluent-kafka refuses a consumer without a group.id, even one that only
+# assigns partitions; this one is never committed to.
+_ASSIGN_ONLY_GROUP = "foreshock-assign-only"
+_METADATA_TIMEOUT_S = 10.0
+_RETRY_AFTER_ERROR = timedelta(seconds=1)
+_OPEN_TIMEOUT_S = 30.0
+# Answers that only mean "not yet": a group coordinator is still being chosen,
+# which happens on a young cluster until the offsets topic exists.
+_NOT_YET = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+    }
+)
+
+_T = TypeVar("_T")
+
+_Headers = tuple[tuple[str, bytes], ...]
+
+
+class MissingTopicError(LookupError):
+    """A topic that a source should read does not exist on the cluster."""
+
+
+class DeliveryError(RuntimeError):
+    """Some messages given to a sink were not delivered to Kafka."""
+
+
+@dataclass(frozen=True, slots=True)
+class _SourceSettings:
+    config: dict[str, str]
+    starting_offset: StartingOffset
+    batch_size: int
+    poll_timeout_s: float
+    stop_at_end: bool
+
+    @property
+    def commits(self) -> bool:
+        return "group.id" in self.config
+
+
+class KafkaSource(FixedPartitionedSource[RawBatch, int]):
+    """Read Kafka topics in batches, one bytewax partition per Kafka partition.
+
+    Design decisions:
+
+    - Partitions are assigned, never subscribed: bytewax decides which worker
+      reads which partition, so there is no group rebalancing. Partitions are
+      listed once, at start.
+    - A partition starts at the snapshot offset when the flow resumes; else
+      at the offset committed for `group.id`, if any; else at
+      `starting_offset`.
+    - With a `group.id`, every snapshot also commits the next offset to read,
+      asynchronously, so that monitoring sees consumer lag. A restart
+      without recovery resumes from that offset: records that were read but
+      not yet written out when the flow stopped are not read again.
+    - Errors reported by Kafka are logged at WARNING and the partition keeps
+      going; they never stop the flow.
+    - `stop_at_end` makes a bounded run: each partition stops after the last
+      record that was in it when the partition was opened.
+    """
+
+    def __init__(
+        self,
+        topics: Sequence[str],
+        config: dict[str, str],
+        *,
+        starting_offset: StartingOffset = "latest",
+        batch_size: int = 10_000,
+        poll_timeout_s: float = 0.05,
+        stop_at_end: bool = False,
+    ) -> None:
+        _check_source_arguments(topics, config, starting_offset, batch_size)
+        self._topics = list(topics)
+        self._settings = _SourceSettings(
+            dict(config), starting_offset, batch_size, poll_timeout_s, stop_at_end
+        )
+
+    def list_parts(self) -> list[str]:
+        """Every partition of every topic, as "topic:partition"."""
+        consumer = Consumer(_consumer_config(self._settings))
+        try:
+            metadata: ClusterMetadata = consumer.list_topics(
+                timeout=_METADATA_TIMEOUT_S
+            )
+        finally:
+            consumer.close()
+        bootstrap = self._settings.config["bootstrap.servers"]
+        return [
+            _shard(topic, partition)
+            for topic in self._topics
+            for partition in _partitions_of(metadata, topic, bootstrap)
+        ]
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: int | None
+    ) -> StatefulSourcePartition[RawBatch, int]:
+        """Open one Kafka partition at its starting offset."""
+        topic, _, partition = for_part.rpartition(":")
+        return _KafkaPartition(self._settings, topic, int(partition), resume_state)
+
+
+def _check_source_arguments(
+    topics: Sequence[str],
+    config: dict[str, str],
+    starting_offset: str,
+    batch_size: int,
+) -> None:
+    if isinstance(topics, str) or not topics:
+        raise ValueError(f"topics must be a non-empty list of names, got {topics!r}")
+    if "bootstrap.servers" not in config:
+        raise ValueError("config has no 'bootstrap.servers'; name the Kafka brokers")
+    if starting_offset not in ("earliest", "latest"):
+        raise ValueError(
+            f"starting_offset must be 'earliest' or 'latest', got {starting_offset!r}"
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size!r}")
+
+
+def _shard(topic: str, partition: int) -> str:
+    return f"{topic}:{partition}"
+
+
+def _partitions_of(metadata: ClusterMetadata, topic: str, bootstrap: str) -> list[int]:
+    found = metadata.topics.get(topic)
+    if found is None or found.error is not None or not found.partitions:
+        raise MissingTopicError(
+            f"Kafka topic {topic!r} does not exist (or has no partitions) on "
+            f"{bootstrap!r}; create it before starting the flow"
+        )
+    return sorted(found.partitions)
+
+
+def _consumer_config(settings: _SourceSettings, **callbacks: Any) -> dict[str, Any]:
+    # Offsets are committed by the partitions themselves, on snapshot.
+    return {
+        "group.id": _ASSIGN_ONLY_GROUP,
+        "auto.offset.reset": settings.starting_offset,
+        **settings.config,
+        "enable.auto.commit": "false",
+        "enable.auto.offset.store": "false",
+        "enable.partition.eof": "true" if settings.stop_at_end else "false",
+        "logger": _LOG,
+        **callbacks,
+    }
+
+
+class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
+    """Reads one Kafka partition; the snapshot is the next offset to read."""
+
+    def __init__(
+        self,
+        settings: _SourceSettings,
+        topic: str,
+        partition: int,
+        resume_state: int | None,
+    ) -> None:
+        self._settings = settings
+        self._topic = topic
+        self._partition = partition
+        self._shard = _shard(topic, partition)
+        self._awake: datetime | None = None
+        self._at_eof = False
+        self._committed: int | None = None
+        self._next_offset = 0
+        self._end: int | None = None
+        self._consumer = Consumer(
+            _consumer_config(
+                settings, error_cb=self._on_client_error, on_commit=self._on_commit
+            )
+        )
+        try:
+            self._open(resume_state)
+        except KafkaException:
+            _LOG.error(
+                "kafka source could not open topic=%s partition=%s",
+                topic,
+                partition,
+                exc_info=True,
+            )
+            self._consumer.close()
+            raise
+
+    def _open(self, resume_state: int | None) -> None:
+        low, high = _when_ready(self._watermarks)
+        self._committed = _when_ready(self._group_offset)
+        start, origin = self._start(resume_state, low, high)
+        self._consumer.assign([TopicPartition(self._topic, self._partition, start)])
+        self._next_offset = start
+        self._end = high if self._settings.stop_at_end else None
+        _LOG.info(
+            "kafka source assigned topic=%s partition=%s offset=%s from=%s",
+            self._topic,
+            self._partition,
+            start,
+            origin,
+        )
+
+    def _start(self, resume_state: int | None, low: int, high: int) -> tuple[int, str]:
+        if resume_state is not None:
+            return resume_state, "snapshot"
+        if self._committed is not None:
+            return self._committed, "group"
+        if self._settings.starting_offset == "earliest":
+            return low, "earliest"
+        return high, "latest"
+
+    def _watermarks(self) -> tuple[int, int]:
+        wanted = TopicPartition(self._topic, self._partition)
+        return self._consumer.get_watermark_offsets(wanted, timeout=_METADATA_TIMEOUT_S)
+
+    def _group_offset(self) -> int | None:
+        if not self._settings.commits:
+            return None
+        wanted = [TopicPartition(self._topic, self._partition)]
+        [found] = self._consumer.committed(wanted, timeout=_METADATA_TIMEOUT_S)
+        # A negative offset is Kafka's way of saying "nothing committed".
+        return found.offset if found.offset >= 0 else None
+
+    def next_batch(self) -> list[RawBatch]:
+        """The records that arrived since the last call, as at most one batch."""
+        if self._finished():
+            raise StopIteration
+
+        # Reset first: an error reported while consuming sets a new wait.
+        self._awake = None
+        try:
+            polled = self._consumer.consume(
+                self._settings.batch_size, self._settings.poll_timeout_s
+            )
+        except KafkaException as error:
+            self._on_client_error(error.args[0])
+            return []
+
+        messages = self._accept(polled)
+        return [RawBatch(self._shard, messages)] if messages else []
+
+    def next_awake(self) -> datetime | None:
+        """After an error, wait a moment before asking Kafka again."""
+        return self._awake
+
+    def snapshot(self) -> int:
+        """The next offset to read; also committed when there is a group."""
+        if self._settings.commits and self._next_offset != self._committed:
+            self._commit(self._next_offset)
+        return self._next_offset
+
+    def close(self) -> None:
+        """Leave the partition; nothing is committed here."""
+        self._consumer.close()
+
+    def _finished(self) -> bool:
+        if self._end is None:
+            return False
+        return self._at_eof or self._next_offset >= self._end
+
+    def _accept(self, polled: list[Message]) -> tuple[RawMessage, ...]:
+        accepted: list[RawMessage] = []
+        for message in polled:
+            error = message.error()
+            offset = message.offset()
+            if error is not None:
+                self._on_message_error(error)
+            elif offset is not None and not self._past_end(offset):
+                accepted.append(self._to_raw(message, offset))
+                self._next_offset = offset + 1
+        return tuple(accepted)
+
+    def _past_end(self, offset: int) -> bool:
+        return self._end is not None and offset >= self._end
+
+    def _to_raw(self, message: Message, offset: int) -> RawMessage:
+        kind, timestamp_ms = message.timestamp()
+        return RawMessage(
+            topic=self._topic,
+            partition=self._partition,
+            offset=offset,
+            key=message.key(),
+            value=message.value(),
+            timestamp_ms=None if kind == TIMESTAMP_NOT_AVAILABLE else timestamp_ms,
+            headers=_headers_of(message),
+        )
+
+    def _commit(self, offset: int) -> None:
+        wanted = [TopicPartition(self._topic, self._partition, offset)]
+        try:
+            self._consumer.commit(offsets=wanted, asynchronous=True)
+        except KafkaException as error:
+            self._on_client_error(error.args[0])
+            return
+        self._committed = offset
+
+    def _on_message_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._PARTITION_EOF:
+            self._at_eof = True
+            return
+        _LOG.warning(
+            "kafka source error topic=%s partition=%s offset=%s error=%s",
+            self._topic,
+            self._partition,
+            self._next_offset,
+            error,
+        )
+
+    def _on_client_error(self, error: KafkaError) -> None:
+        self._awake = datetime.now(UTC) + _RETRY_AFTER_ERROR
+        _LOG.warning(
+            "kafka source error topic=%s partition=%s error=%s",
+            self._topic,
+            self._partition,
+            error,
+        )
+
+    def _on_commit(
+        self, error: KafkaError | None, partitions: list[TopicPartition]
+    ) -> None:
+        failed = [part for part in partitions if part.error is not None]
+        if error is None and not failed:
+            return
+        _LOG.warning(
+            "kafka source commit failed topic=%s partition=%s error=%s",
+            self._topic,
+            self._partition,
+            error if error is not None else failed[0].error,
+        )
+
+
+def _when_ready(call: Callable[[], _T]) -> _T:
+    deadline = time.monotonic() + _OPEN_TIMEOUT_S
+    while True:
+        try:
+            return call()
+        except KafkaException as exc:
+            error = exc.args[0]
+            if not _is_transient(error) or time.monotonic() > deadline:
+                raise
+            _LOG.info("kafka cluster not ready, retrying error=%s", error)
+        time.sleep(0.2)
+
+
+def _is_transient(error: object) -> bool:
+    if not isinstance(error, KafkaError):
+        return False
+    return error.retriable() or error.code() in _NOT_YET
+
+
+def _headers_of(message: Message) -> _Headers:
+    headers = message.headers() or []
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    return tuple((name, _header_bytes(value)) for name, value in pairs)
+
+
+def _header_bytes(value: str | bytes | None) -> bytes:
+    # RawMessage has no room for a null header value; it reads as empty.
+    if value is None:
+        return b""
+    return value.encode() if isinstance(value, str) else value
+
+
+class KafkaSink(DynamicSink[OutMessage]):
+    """Produce `OutMessage` items to Kafka, one producer per worker.
+
+    A message goes to its own topic with its key, so Kafka's default
+    partitioner keeps each key on one partition. A failed delivery is logged
+    at ERROR with its topic and key when Kafka reports it, and counted;
+    `close` waits for outstanding deliveries (up to `flush_timeout_s`) and
+    raises `DeliveryError` if any failed or any are still unsent, so that a
+    bounded run never loses data silently.
+    """
+
+    def __init__(
+        self, config: dict[str, str], *, flush_timeout_s: float = 30.0
+    ) -> None:
+        if "bootstrap.servers" not in config:
+            raise ValueError(
+                "config has no 'bootstrap.servers'; name the Kafka brokers"
+            )
+        self._config = dict(config)
+        self._flush_timeout_s = flush_timeout_s
+
+    def build(
+        self, step_id: str, worker_index: int, worker_count: int
+    ) -> StatelessSinkPartition[OutMessage]:
+        """A producer for one worker."""
+        return _ProducerPartition(self._config, self._flush_timeout_s)
+
+
+class _ProducerPartition(StatelessSinkPartition[OutMessage]):
+    def __init__(self, config: dict[str, str], flush_timeout_s: float) -> None:
+        self._flush_timeout_s = flush_timeout_s
+        self.failed = 0
+        self._producer = Producer(
+            {**config, "error_cb": self._on_client_error, "logger": _LOG}
+        )
+
+    def write_batch(self, items: list[OutMessage]) -> None:
+        for item in items:
+            self._produce(item)
+            self._produce(item)
+        # Serves delivery reports of earlier batches without waiting.
+        self._producer.poll(0)
+
+    def close(self) -> None:
+        unsent = self._producer.flush(self._flush_timeout_s)
+        if self.failed or unsent:
+            message = (
+                f"Kafka did not take every message: {self.failed} failed, "
+                f"{unsent} still unsent after {self._flush_timeout_s:.0f} s; "
+                "see the ERROR log lines above for topics and keys"
+            )
+            _LOG.error("%s", message)
+            raise DeliveryError(message)
+
+    def _produce(self, item: OutMessage) -> None:
+        headers: list[tuple[str, str | bytes | None]] | None = (
+            list(item.headers) if item.headers else None
+        )
+        while True:
+            try:
+                self._producer.produce(
+                    item.topic,
+                    item.value,
+                    item.key,
+                    headers=headers,
+                    on_delivery=self._on_delivery,
+                )
+                return
+            except BufferError:
+                # The local queue is full: wait for deliveries to make room.
+                self._producer.poll(0.1)
+
+    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
+        if error is None:
+            return
+        self.failed += 1
+        _LOG.error(
+            "kafka delivery failed topic=%s key=%r error=%s",
+            message.topic(),
+            message.key(),
+            error,
+        )
+
+    def _on_client_error(self, error: KafkaError) -> None:
+        _LOG.warning("kafka sink error error=%s", error)
+
+
+def produce_all(
+    bootstrap: str,
+    messages: Iterable[OutMessage],
+    *,
+    config: dict[str, str] | None = None,
+    flush_timeout_s: float = 30.0,
+) -> int:
+    """Produce messages and wait until Kafka has them all; return the count.
+
+    Raises `DeliveryError` if any message was not delivered.
+    """
+    settings = {**(config or {}), "bootstrap.servers": bootstrap}
+    producer = _ProducerPartition(settings, flush_timeout_s)
+    batch = list(messages)
+    producer.write_batch(batch)
+    producer.close()
+    return len(batch)
+
+
+def consume_all(
+    bootstrap: str,
+    topic: str,
+    timeout_s: float = 30.0,
+    *,
+    config: dict[str, str] | None = None,
+) -> list[RawMessage]:
+    """Read every record that is in a topic now, partition by partition.
+
+    Reads each partition from its first record up to its end as seen when
+    the call starts, in offset order. Raises `TimeoutError` if that takes
+    longer than `timeout_s`.
+    """
+    settings = {**(config or {}), "bootstrap.servers": bootstrap}
+    source = KafkaSource(
+        [topic], settings, starting_offset="earliest", stop_at_end=True
+    )
+    deadline = time.monotonic() + timeout_s
+    records: list[RawMessage] = []
+    for shard in source.list_parts():
+        partition = source.build_part("consume_all", shard, None)
+        try:
+            records.extend(_drain(partition, shard, deadline))
+        finally:
+            partition.close()
+    return records
+
+
+def _drain(
+    partition: StatefulSourcePartition[RawBatch, int], shard: str, deadline: float
+) -> list[RawMessage]:
+    records: list[RawMessage] = []
+    while time.monotonic() < deadline:
+        try:
+            batches = partition.next_batch()
+        except StopIteration:
+            return records
+        for batch in batches:
+            records.extend(batch.messages)
+    raise TimeoutError(
+        f"Kafka partition {shard!r} was not read to its end in time; "
+        f"{len(records)} records read so far"
+    )

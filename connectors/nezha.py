@@ -1,0 +1,308 @@
+"""One day of the Nezha Online Boutique data as native events.
+
+A day folder, as the Nezha authors published it::
+
+    <day>/<day>-fault_list.json     {"HH": [{"inject_timestamp", "inject_pod",
+                                             "inject_type", ...}, ...], ...}
+    <day>/metric/front_service.csv  the shop's user-facing KPIs, a row a minute
+    <day>/metric/<pod>_metric.csv   one pod's metrics, a row a minute
+    <day>/metric/dependency.csv     the call graph, `Source,Target[,Weight]`
+
+Every numeric cell becomes one `metric_sample` gauge named after its column
+(`PodServerLatencyP95(s)` -> `pod_server_latency_p95_s`), so that the metric
+rules judge latencies as speed and success rates as availability. The
+user-facing KPIs belong to a service of the frontend layer, named apart from
+the `frontend` pod it calls; a pod's latencies, workload and success rate are
+its api layer, the rest (CPU, memory, syscalls, network, node) its
+infrastructure layer, both under the pod's service name.
+
+The `Time` column is the event time; `TimeStamp` is ignored, as it is wrong in
+one of the published files.
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import ipaddress
+import json
+import math
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+from pathlib import Path
+from typing import NamedTuple
+
+from connectors.messages import RawBatch, RawMessage
+from foreshock.layers import Layer
+from foreshock.schema import Event, MetricSample
+from foreshock.topology import Topology
+
+__all__ = [
+    "SHARD",
+    "InjectedFault",
+    "NezhaDay",
+    "load_day",
+    "metric_name",
+    "parse_time",
+    "service_of_pod",
+]
+
+SHARD = "nezha:0"
+_TOPIC, _PARTITION = SHARD.split(":")
+
+_FRONT_FILE = "front_service.csv"
+_POD_SUFFIX = "_metric.csv"
+_IDENTITY_COLUMNS = frozenset({"Time", "TimeStamp", "PodName", "ServiceName"})
+_API_COLUMNS = re.compile(r"Latency|Workload|Success")
+# The load generator plays the users; its calls are not part of the shop.
+_NOT_SERVICES = frozenset({"loadgenerator"})
+
+# Go's time.Time text: `2022-08-22 03:51:19.573905004 +0000 UTC m=+0.0798`.
+_GO_TIME = re.compile(
+    r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:\.(\d{1,9}))? ([+-]\d{4})(?: \S+)*$"
+)
+# A Kubernetes Deployment's pod: `<service>-<template hash>-<5 characters>`.
+_POD_NAME = re.compile(r"(.+)-[a-z0-9]{6,10}-[a-z0-9]{5}")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class InjectedFault(NamedTuple):
+    """One fault the experimenters injected, and where."""
+
+    time: datetime
+    pod: str
+    service: str
+    fault_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Column:
+    """A metric column of a CSV file and the gauge it becomes."""
+
+    header: str
+    name: str
+    unit: str | None
+    layer: Layer
+
+
+@dataclass(frozen=True, slots=True)
+class _MetricFile:
+    path: Path
+    service: str
+    columns: tuple[_Column, ...]
+
+
+@dataclass(frozen=True)
+class NezhaDay:
+    """The metric files, call graph and faults of one day folder.
+
+    Events are read from the files each time they are asked for, so a day
+    costs little memory and a flow can be run over it more than once.
+    """
+
+    name: str
+    user_service: str
+    topology: Topology
+    faults: list[InjectedFault]
+    _files: tuple[_MetricFile, ...]
+
+    @property
+    def pods(self) -> list[str]:
+        return sorted(f.path.name.removesuffix(_POD_SUFFIX) for f in self._files[1:])
+
+    def events(self, until: datetime | None = None) -> Iterator[Event]:
+        """Every metric sample of the day, in event-time order.
+
+        With `until`, only the samples timed before it.
+        """
+        rows = heapq.merge(*(_rows(f) for f in self._files), key=lambda r: r[0])
+        for time, events in rows:
+            if until is not None and time >= until:
+                return
+            yield from events
+
+    def batches(self, size: int, until: datetime | None = None) -> Iterator[RawBatch]:
+        """The events as native JSON records, `size` to a batch, on one shard."""
+        if size < 1:
+            raise ValueError(f"batch size must be at least 1, got {size!r}")
+        messages = (_message(i, e) for i, e in enumerate(self.events(until)))
+        while chunk := tuple(islice(messages, size)):
+            yield RawBatch(SHARD, chunk)
+
+
+def load_day(day_dir: Path) -> NezhaDay:
+    """Read the layout of one day folder; the samples are read lazily."""
+    metric_dir = day_dir / "metric"
+    front = metric_dir / _FRONT_FILE
+    if not front.is_file():
+        raise FileNotFoundError(
+            f"no {_FRONT_FILE} in {metric_dir!r}: expected a Nezha day folder "
+            "such as rca_data/2022-08-22"
+        )
+    user_service = _user_service(front)
+    pods = sorted(metric_dir.glob("*" + _POD_SUFFIX))
+    files = (
+        _metric_file(front, user_service, Layer.FRONTEND),
+        *(_pod_file(p) for p in pods),
+    )
+    services = sorted({f.service for f in files[1:]})
+    topology = _topology(metric_dir / "dependency.csv", user_service, services)
+    faults = _faults(day_dir / f"{day_dir.name}-fault_list.json")
+    return NezhaDay(day_dir.name, user_service, topology, faults, files)
+
+
+def parse_time(text: str) -> datetime:
+    """A Go `time.Time` string as an aware UTC datetime, to the microsecond."""
+    match = _GO_TIME.match(text.strip())
+    if match is None:
+        raise ValueError(
+            f"unreadable time {text!r}: expected e.g. "
+            "'2022-08-22 03:51:19.573905004 +0000 UTC m=+0.07'"
+        )
+    stamp, fraction, offset = match.groups()
+    micros = (fraction or "").ljust(6, "0")[:6]
+    parsed = datetime.strptime(f"{stamp}.{micros} {offset}", "%Y-%m-%d %H:%M:%S.%f %z")
+    return parsed.astimezone(UTC)
+
+
+def service_of_pod(pod: str) -> str:
+    """The service a Deployment's pod belongs to: its name less the hashes."""
+    match = _POD_NAME.fullmatch(pod)
+    return match.group(1) if match else pod
+
+
+def metric_name(header: str) -> tuple[str, str | None]:
+    """A column header as a snake_case metric name and its unit.
+
+    `CpuUsageRate(%)` -> (`cpu_usage_rate_pct`, `%`); the unit stays in the
+    name, as a gauge's KPI is known by its name alone.
+    """
+    base, _, rest = header.partition("(")
+    unit = rest.rstrip(")") or None
+    words = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", base)
+    name = "_".join(w.lower() for w in words)
+    if unit is None:
+        return name, None
+    suffix = "pct" if unit == "%" else re.sub(r"\W+", "_", unit.lower()).strip("_")
+    return f"{name}_{suffix}", unit
+
+
+# -- files ---------------------------------------------------------------------
+
+
+def _user_service(front: Path) -> str:
+    with front.open(newline="") as handle:
+        first = next(csv.DictReader(handle), {})
+    shop = (first.get("ServiceName") or "shop").strip().lower()
+    return f"{shop}-web"
+
+
+def _pod_file(path: Path) -> _MetricFile:
+    pod = path.name.removesuffix(_POD_SUFFIX)
+    return _metric_file(path, service_of_pod(pod), None)
+
+
+def _metric_file(path: Path, service: str, layer: Layer | None) -> _MetricFile:
+    with path.open(newline="") as handle:
+        headers = next(csv.reader(handle), [])
+    if "Time" not in headers:
+        raise ValueError(f"{path!r} has no Time column; its header is {headers!r}")
+    columns = tuple(
+        _column(h, layer) for h in headers if h and h not in _IDENTITY_COLUMNS
+    )
+    return _MetricFile(path, service, columns)
+
+
+def _column(header: str, layer: Layer | None) -> _Column:
+    name, unit = metric_name(header)
+    if layer is None:
+        api = _API_COLUMNS.search(header)
+        layer = Layer.API if api else Layer.INFRASTRUCTURE
+    return _Column(header, name, unit, layer)
+
+
+def _rows(source: _MetricFile) -> Iterator[tuple[datetime, list[Event]]]:
+    with source.path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            time = parse_time(row["Time"])
+            yield time, list(_samples(source, row, time))
+
+
+def _samples(
+    source: _MetricFile, row: dict[str, str], time: datetime
+) -> Iterator[Event]:
+    for column in source.columns:
+        value = _number(row.get(column.header))
+        if value is None:
+            continue
+        sample = MetricSample(name=column.name, value=value, unit=column.unit)
+        yield Event(
+            time=time, layer=column.layer, service=source.service, payload=sample
+        )
+
+
+def _number(cell: str | None) -> float | None:
+    # An empty cell is a minute without that measurement (no traced request).
+    if cell is None or not cell.strip():
+        return None
+    value = float(cell)
+    return value if math.isfinite(value) else None
+
+
+def _message(offset: int, event: Event) -> RawMessage:
+    return RawMessage(
+        topic=_TOPIC,
+        partition=int(_PARTITION),
+        offset=offset,
+        key=event.service.encode(),
+        value=event.model_dump_json(exclude_defaults=True).encode(),
+        timestamp_ms=(event.time - _EPOCH) // timedelta(milliseconds=1),
+    )
+
+
+# -- call graph and faults -------------------------------------------------------
+
+
+def _topology(path: Path, user_service: str, services: list[str]) -> Topology:
+    with path.open(newline="") as handle:
+        rows = [(r["Source"], r["Target"]) for r in csv.DictReader(handle)]
+    edges = {
+        (a, b)
+        for a, b in rows
+        if not _is_address(b) and not {a, b} & _NOT_SERVICES and a != b
+    }
+    # The user-facing service calls whatever the shop's graph enters by: the
+    # services that call others and that no service calls.
+    entries = {a for a, _ in edges} - {b for _, b in edges}
+    edges |= {(user_service, e) for e in entries}
+    layers = {s: Layer.API for s in services}
+    layers[user_service] = Layer.FRONTEND
+    return Topology.from_edges(sorted(edges), layers)
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _faults(path: Path) -> list[InjectedFault]:
+    by_hour: dict[str, list[dict[str, str]]] = json.loads(path.read_text())
+    faults = [_fault(item) for items in by_hour.values() for item in items]
+    return sorted(faults)
+
+
+def _fault(item: dict[str, str]) -> InjectedFault:
+    # `inject_timestamp` is Unix seconds; `inject_time` is the same in UTC.
+    time = datetime.fromtimestamp(int(item["inject_timestamp"]), UTC)
+    pod = item["inject_pod"]
+    return InjectedFault(time, pod, service_of_pod(pod), item["inject_type"])
+
+
+def _all(days: Iterable[Path]) -> list[NezhaDay]:
+    return [load_day(d) for d in days]

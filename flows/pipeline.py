@@ -1,0 +1,138 @@
+"""The main dataflow: raw telemetry in; KPIs, anomalies and incidents out.
+
+    read ─ RawBatch per source partition
+      └ window    decode, validate, aggregate per (layer, service, window);
+                  closed windows become KPI records, bad input dead letters,
+                  events of closed windows late events
+          └ detect     one detector per KPI series, once per closed window
+              └ correlate  incidents and early warnings across services
+
+Every record any step produces goes to the one sink given, which routes it by
+type (to Kafka topics, a console, a list in tests).
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from typing import Any
+from dataclasses import dataclass, field
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from connectors.messages import RawBatch
+from flows.steps import CorrelateLogic, DetectLogic, WindowLogic
+from foreshock.correlation import CorrelationConfig, Correlator
+from foreshock.kpis import DEFAULT_REGISTRY, KpiRegistry
+from foreshock.records import (
+    Anomaly,
+    DeadLetter,
+    EarlyWarning,
+    Incident,
+    KpiRecord,
+    KpiScore,
+    LateEvent,
+)
+from foreshock.topology import Topology
+from foreshock.windows import WindowSpec, WindowStore
+from models import Detector, make_detector
+
+__all__ = ["FlowConfig", "Record", "build_flow"]
+
+Record = KpiScore | Anomaly | Incident | EarlyWarning | DeadLetter | LateEvent
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """What the dataflow needs besides its source and sink."""
+
+    window: WindowSpec = field(default_factory=WindowSpec)
+    forget_after_windows: int = 60
+    registry: KpiRegistry = field(default_factory=lambda: DEFAULT_REGISTRY)
+    detector: str = "default"
+    threshold: float = 0.9
+    topology: Topology = field(default_factory=Topology)
+    correlation: CorrelationConfig = field(default_factory=CorrelationConfig)
+
+    def new_detector(self, direction: str) -> Detector:
+        return make_detector(self.detector, direction)
+
+
+def build_flow(
+    source: Source[RawBatch],
+    sink: Sink[Any],
+    config: FlowConfig,
+    flow_id: str = "foreshock",
+    encode: Callable[[Record], Any] | None = None,
+) -> Dataflow:
+    """The main dataflow from `source` to `sink`.
+
+    `encode`, when given, turns each record into what the sink takes (a Kafka
+    message, say); otherwise the sink receives the records themselves.
+    """
+    flow = Dataflow(flow_id)
+    batches = op.input("read", flow, source)
+    # (shard, RawBatch)
+    by_shard = op.key_on("key_shard", batches, lambda b: b.shard)
+    # (shard, KpiRecord | DeadLetter | LateEvent)
+    windowed = op.stateful("window", by_shard, _window_builder(config))
+    split = op.branch("split_kpis", op.key_rm("unkey_shard", windowed), _is_kpi)
+    # (series, KpiRecord)
+    by_series = op.key_on("key_series", split.trues, lambda r: r.series)
+    # (series, KpiScore)
+    scored = op.key_rm(
+        "unkey_series", op.stateful("detect", by_series, _detect_builder(config))
+    )
+    anomalies = op.filter_map(
+        "anomalies", scored, lambda s: Anomaly.from_score(s) if s.anomalous else None
+    )
+    # ("all", KpiScore): correlation sees every service at once.
+    together = op.key_on("key_all", scored, lambda _: "all")
+    correlated = op.key_rm(
+        "unkey_all", op.stateful("correlate", together, _correlate_builder(config))
+    )
+    out = op.merge("outputs", scored, anomalies, correlated, split.falses)
+    if encode is not None:
+        out = op.map("encode", out, encode)
+    op.output("write", out, sink)
+    return flow
+
+
+def _is_kpi(item: object) -> bool:
+    return isinstance(item, KpiRecord)
+
+
+def _window_builder(config: FlowConfig) -> Callable[[bytes | None], WindowLogic]:
+    def build(resume: bytes | None) -> WindowLogic:
+        store = WindowStore(
+            spec=config.window,
+            registry=config.registry,
+            forget_after=config.forget_after_windows,
+        )
+        if resume is not None:
+            store.restore(pickle.loads(resume))
+        return WindowLogic(store)
+
+    return build
+
+
+def _detect_builder(config: FlowConfig) -> Callable[[bytes | None], DetectLogic]:
+    # The direction of a series is only known from its first record, so the
+    # detector is made on first use (see DetectLogic) unless restored.
+    def build(resume: bytes | None) -> DetectLogic:
+        detector = pickle.loads(resume) if resume is not None else None
+        return DetectLogic(detector, config.threshold, config.new_detector)
+
+    return build
+
+
+def _correlate_builder(config: FlowConfig) -> Callable[[bytes | None], CorrelateLogic]:
+    def build(resume: bytes | None) -> CorrelateLogic:
+        if resume is not None:
+            return CorrelateLogic(pickle.loads(resume))
+        return CorrelateLogic(Correlator(config.topology, config.correlation))
+
+    return build

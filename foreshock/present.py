@@ -1,0 +1,48 @@
+"""Incidents and early warnings as an on-call engineer reads them in a terminal."""
+
+from __future__ import annotations
+
+from foreshock.records import Candidate, EarlyWarning, Evidence, Incident
+
+__all__ = ["describe_incident", "describe_warning"]
+
+
+def describe_incident(incident: Incident) -> str:
+    """A few lines: what users feel, the probable causes and the chain."""
+    lines = [
+        f"[{incident.status.upper()}] incident {incident.id} at "
+        f"{incident.updated_at:%Y-%m-%d %H:%M}Z: {incident.title}"
+    ]
+    for e in incident.user_facing[:3]:
+        lines.append(f"  users:  {_evidence(e)}")
+    for c in incident.root_causes[:3]:
+        lines.append(f"  cause #{c.rank}: {_candidate(c)}")
+    if incident.chain:
+        steps = " -> ".join(
+            f"{e.service}/{e.layer.value} {e.onset:%H:%M}" for e in incident.chain
+        )
+        lines.append(f"  chain:  {steps}")
+    if incident.lead_time_s is not None:
+        lines.append(
+            f"  lead time: the deep stack warned {incident.lead_time_s / 60:.0f} min "
+            "before users were affected"
+        )
+    return "\n".join(lines)
+
+
+def describe_warning(warning: EarlyWarning) -> str:
+    first = warning.evidence[0]
+    return (
+        f"[EARLY WARNING] {warning.service}/{warning.layer.value} at "
+        f"{warning.published_at:%H:%M}Z: {_evidence(first)}; "
+        f"at risk: {', '.join(warning.at_risk)}"
+    )
+
+
+def _evidence(e: Evidence) -> str:
+    return e.describe()
+
+
+def _candidate(c: Candidate) -> str:
+    kpis = ", ".join(sorted({f"{e.layer.value} {e.kpi}" for e in c.evidence})[:3])
+    return f"{c.service} (score {c.score:.2f}; {kpis}); {c.reasons[0]}"

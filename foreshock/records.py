@@ -1,0 +1,248 @@
+"""What Foreshock publishes: KPI windows, scores, anomalies, dead letters.
+
+Every record is a frozen pydantic model with a `schema_version`, so that
+consumers can tell versions apart; their JSON Schemas are exported to
+`schemas/` beside the event schema.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from foreshock.kpis import Dimension, Direction
+from foreshock.layers import Layer
+
+__all__ = [
+    "Anomaly",
+    "Candidate",
+    "EarlyWarning",
+    "Evidence",
+    "Incident",
+    "DeadLetter",
+    "KpiRecord",
+    "KpiScore",
+    "LateEvent",
+    "SeriesKey",
+    "WindowState",
+    "stable_id",
+]
+
+# "ok": a value was measured; "no_traffic": the service reported in but had
+# nothing this KPI counts (zero queries make no error rate); "no_data": nothing
+# at all arrived from the service for the window.
+WindowState = Literal["ok", "no_traffic", "no_data"]
+
+SeriesKey = tuple[Layer, str, str]
+
+
+def stable_id(*parts: object) -> str:
+    """A short id that is the same for the same parts on every run."""
+    text = "\x1f".join(str(p) for p in parts)
+    return hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: Literal[1] = 1
+
+
+class KpiRecord(_Record):
+    """The value of one KPI of one service for one closed window."""
+
+    layer: Layer
+    service: str
+    kpi: str
+    dimension: Dimension
+    direction: Direction
+    unit: str
+    window_start: datetime
+    window_end: datetime
+    value: float | None
+    state: WindowState
+    events: int = 0
+    rejected_values: int = 0
+
+    @property
+    def series(self) -> str:
+        return f"{self.layer.value}/{self.service}/{self.kpi}"
+
+
+class KpiScore(_Record):
+    """A KPI window as its detector judged it."""
+
+    kpi: KpiRecord
+    detector: str
+    score: float | None
+    expected: float | None
+    side: int
+    detector_state: Literal["warming_up", "ready", "skipped"]
+    anomalous: bool
+
+
+class Anomaly(_Record):
+    """A KPI window whose score crossed the threshold in its harmful direction."""
+
+    id: str
+    layer: Layer
+    service: str
+    kpi: str
+    dimension: Dimension
+    direction: Literal["up", "down"]
+    window_start: datetime
+    window_end: datetime
+    value: float
+    expected: float | None
+    score: float
+    detector: str
+    detector_state: Literal["warming_up", "ready"]
+
+    @classmethod
+    def from_score(cls, s: KpiScore) -> Anomaly:
+        k = s.kpi
+        assert k.value is not None and s.score is not None
+        return cls(
+            id=stable_id("anomaly", k.series, k.window_start.isoformat()),
+            layer=k.layer,
+            service=k.service,
+            kpi=k.kpi,
+            dimension=k.dimension,
+            direction="up" if s.side > 0 else "down",
+            window_start=k.window_start,
+            window_end=k.window_end,
+            value=k.value,
+            expected=s.expected,
+            score=s.score,
+            detector=s.detector,
+            detector_state=(
+                "warming_up" if s.detector_state == "warming_up" else "ready"
+            ),
+        )
+
+
+class DeadLetter(_Record):
+    """An input record that could not be used, with why and where it came from.
+
+    `value_b64` holds the original bytes exactly (base64), so the record can be
+    repaired and replayed.
+    """
+
+    reason: str
+    detail: str
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value_b64: str | None
+    timestamp_ms: int | None = None
+
+    @staticmethod
+    def encode(value: bytes | None) -> str | None:
+        return None if value is None else base64.b64encode(value).decode()
+
+
+class LateEvent(_Record):
+    """An event that arrived after its window had closed.
+
+    It is not merged into the published window; it is routed here, with the
+    window it belonged to and the watermark that had passed it.
+    """
+
+    layer: Layer
+    service: str
+    kind: str
+    event_time: datetime
+    window_start: datetime
+    watermark: datetime
+    event_id: str | None = None
+    topic: str = ""
+    partition: int = -1
+    offset: int = -1
+    lateness_s: float = Field(ge=0)
+
+
+class Evidence(_Record):
+    """One anomalous KPI window cited in an incident or an early warning."""
+
+    layer: Layer
+    service: str
+    kpi: str
+    dimension: Dimension
+    direction: Literal["up", "down"]
+    value: float
+    expected: float | None
+    score: float
+    onset: datetime
+    window_start: datetime
+
+    @classmethod
+    def from_anomaly(cls, a: Anomaly, onset: datetime) -> Evidence:
+        return cls(
+            layer=a.layer,
+            service=a.service,
+            kpi=a.kpi,
+            dimension=a.dimension,
+            direction=a.direction,
+            value=a.value,
+            expected=a.expected,
+            score=a.score,
+            onset=onset,
+            window_start=a.window_start,
+        )
+
+    def describe(self) -> str:
+        base = "?" if self.expected is None else f"{self.expected:.4g}"
+        return (
+            f"{self.layer.value}/{self.service} {self.kpi} {self.direction} "
+            f"{self.value:.4g} (baseline {base}) since {self.onset:%H:%M}"
+        )
+
+
+class Candidate(_Record):
+    """A possible root cause, with the evidence and reasons behind its rank."""
+
+    service: str
+    layer: Layer | None
+    rank: int
+    score: float
+    onset: datetime
+    distance: int | None
+    reasons: list[str]
+    evidence: list[Evidence]
+
+
+class EarlyWarning(_Record):
+    """A deep-stack anomaly on a path to users, before users feel anything."""
+
+    id: str
+    service: str
+    layer: Layer
+    onset: datetime
+    published_at: datetime
+    at_risk: list[str]
+    evidence: list[Evidence]
+
+
+class Incident(_Record):
+    """A user-facing degradation, its probable root causes and its chain.
+
+    The same `id` is published when the incident opens, each time its picture
+    changes, and when it resolves; consumers upsert by it.
+    """
+
+    id: str
+    status: Literal["open", "updated", "resolved"]
+    title: str
+    opened_at: datetime
+    updated_at: datetime
+    resolved_at: datetime | None
+    user_facing: list[Evidence]
+    root_causes: list[Candidate]
+    chain: list[Evidence]
+    lead_time_s: float | None
+    early_warnings: list[str]

@@ -1,0 +1,48 @@
+"""The JSON Schemas of what Foreshock reads and writes, kept in `schemas/`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from foreshock.records import (
+    Anomaly,
+    DeadLetter,
+    EarlyWarning,
+    Incident,
+    KpiScore,
+    LateEvent,
+)
+from foreshock.schema import event_json_schema
+
+__all__ = ["all_schemas", "write_schemas"]
+
+_OUTPUTS: dict[str, type[BaseModel]] = {
+    "kpi": KpiScore,
+    "anomaly": Anomaly,
+    "incident": Incident,
+    "early-warning": EarlyWarning,
+    "dead-letter": DeadLetter,
+    "late-event": LateEvent,
+}
+
+
+def all_schemas() -> dict[str, dict[str, object]]:
+    """Every schema by file stem: the input event, then each output record."""
+    schemas = {"event": event_json_schema()}
+    for name, model in _OUTPUTS.items():
+        schemas[name] = model.model_json_schema()
+    return schemas
+
+
+def write_schemas(folder: Path) -> list[Path]:
+    """Write each schema to `folder/<name>.schema.json`; return the paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, schema in all_schemas().items():
+        path = folder / f"{name}.schema.json"
+        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+        paths.append(path)
+    return paths

@@ -1,0 +1,96 @@
+"""Empirical tail probabilities over a sliding window of recent values.
+
+A value's upper tail probability is the share of the window at or above it.
+Beyond the window's maximum the tail is extended exponentially, with the
+mean excess of the window's top values over its median as the decay length,
+so a value twice as far out gets a much smaller probability rather than the
+same floor. Being rank based, the estimate needs no scaling and one absurd
+value moves it by one rank only.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from bisect import bisect_left, bisect_right, insort
+
+__all__ = ["SlidingTail"]
+
+# Fraction of the window taken as "top values" for the tail extension.
+TOP_SHARE = [0.1]
+
+
+class SlidingTail:
+    """Sorted copy and ring of the last `size` values."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._ring = array("d")
+        self._sorted = array("d")
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self._ring)
+
+    def add(self, x: float) -> None:
+        """Put `x` in the window, dropping the oldest value when full."""
+        if len(self._ring) < self.size:
+            self._ring.append(x)
+        else:
+            old = self._ring[self._next]
+            self._ring[self._next] = x
+            self._next = (self._next + 1) % self.size
+            del self._sorted[bisect_left(self._sorted, old)]
+        insort(self._sorted, x)
+
+    def quantile(self, q: float) -> float:
+        """The `q` quantile by nearest rank; 0.0 for an empty window."""
+        if not self._sorted:
+            return 0.0
+        return self._sorted[min(len(self._sorted) - 1, int(q * len(self._sorted)))]
+
+    def upper_decades(self, x: float, floor: float) -> float:
+        """-log10 of the tail probability of values >= `x`."""
+        n = len(self._sorted)
+        if n == 0:
+            return 0.0
+        above = n - bisect_left(self._sorted, x)
+        if above > 0:
+            return -math.log10((above + 1) / (n + 1))
+        top = self._sorted[-1]
+        length = max(self._excess_length(), floor)
+        return math.log10(n + 1) + (x - top) / length / math.log(10.0)
+
+    def lower_decades(self, x: float, floor: float) -> float:
+        """-log10 of the tail probability of values <= `x`."""
+        n = len(self._sorted)
+        if n == 0:
+            return 0.0
+        below = bisect_right(self._sorted, x)
+        if below > 0:
+            return -math.log10((below + 1) / (n + 1))
+        bottom = self._sorted[0]
+        length = max(self._deficit_length(), floor)
+        return math.log10(n + 1) + (bottom - x) / length / math.log(10.0)
+
+    def clip(self, x: float, floor: float) -> float:
+        """`x` held to one tail length beyond the window's range.
+
+        Learning clipped values lets a run of high values widen the window
+        step by step while one absurd value adds a single ordinary rank.
+        """
+        if len(self._sorted) < 2:
+            return x
+        high = self._sorted[-1] + max(self._excess_length(), floor)
+        low = self._sorted[0] - max(self._deficit_length(), floor)
+        return min(max(x, low), high)
+
+    def _excess_length(self) -> float:
+        k = max(1, int(TOP_SHARE[0] * len(self._sorted)))
+        top = self._sorted[-k:]
+        return sum(top) / k - self._sorted[-k - 1 if k < len(self._sorted) else 0]
+
+    def _deficit_length(self) -> float:
+        k = max(1, int(TOP_SHARE[0] * len(self._sorted)))
+        bottom = self._sorted[:k]
+        return self._sorted[k if k < len(self._sorted) else -1] - sum(bottom) / k

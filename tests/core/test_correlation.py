@@ -1,0 +1,118 @@
+from datetime import UTC, datetime, timedelta
+
+from foreshock.correlation import CorrelationConfig, Correlator
+from foreshock.layers import Layer
+from foreshock.records import EarlyWarning, Incident, KpiRecord, KpiScore
+from foreshock.topology import Topology
+
+T0 = datetime(2025, 3, 4, 10, 0, tzinfo=UTC)
+TOPOLOGY = Topology.from_edges(
+    [("web", "api"), ("app", "api"), ("api", "orders"), ("orders", "orders-db")],
+    {
+        "web": Layer.FRONTEND,
+        "app": Layer.MOBILE,
+        "api": Layer.API,
+        "orders": Layer.BACKEND,
+        "orders-db": Layer.DATABASE,
+    },
+)
+SERIES = [
+    (Layer.FRONTEND, "web", "page_load_p75_ms", "up"),
+    (Layer.API, "api", "latency_p95_ms", "up"),
+    (Layer.DATABASE, "orders-db", "query_time_p95_ms", "up"),
+    (Layer.BACKEND, "orders", "latency_p95_ms", "up"),
+]
+
+
+def _score(
+    minute: int, layer: Layer, service: str, kpi: str, bad: bool, state: str = "ok"
+) -> KpiScore:
+    start = T0 + timedelta(minutes=minute)
+    record = KpiRecord(
+        layer=layer,
+        service=service,
+        kpi=kpi,
+        dimension="speed",
+        direction="up",
+        unit="ms",
+        window_start=start,
+        window_end=start + timedelta(minutes=1),
+        value=None if state != "ok" else (900.0 if bad else 100.0),
+        state=state,  # type: ignore[arg-type]
+    )
+    return KpiScore(
+        kpi=record,
+        detector="test",
+        score=None if state != "ok" else (0.99 if bad else 0.1),
+        expected=None if state != "ok" else 100.0,
+        side=1,
+        detector_state="ready",
+        anomalous=bad,
+    )
+
+
+def _run(bad_from: dict[str, int], minutes: int, gone: dict[str, int] | None = None):
+    """Feed every series each minute; a service is bad from its minute on."""
+    gone = gone or {}
+    correlator = Correlator(TOPOLOGY, CorrelationConfig(resolve_after_windows=3))
+    out = []
+    for minute in range(minutes):
+        for layer, service, kpi, _ in SERIES:
+            bad = bad_from.get(service, 10**6) <= minute < bad_from.get(
+                service + ":until", 10**6
+            )
+            state = "no_data" if gone.get(service, 10**6) <= minute else "ok"
+            out += correlator.observe(_score(minute, layer, service, kpi, bad, state))
+    return out + correlator.flush()
+
+
+def test_database_fault_reaching_users_is_one_incident_with_its_lead_time() -> None:
+    out = _run({"orders-db": 3, "orders": 4, "api": 5, "web": 7}, minutes=12)
+
+    incidents = [o for o in out if isinstance(o, Incident)]
+    warnings = [o for o in out if isinstance(o, EarlyWarning)]
+
+    assert len({i.id for i in incidents}) == 1
+    last = incidents[-1]
+    assert [c.service for c in last.root_causes][:1] == ["orders-db"]
+    assert last.lead_time_s == 4 * 60
+    assert incidents[0].opened_at == T0 + timedelta(minutes=8)
+    # The database warned at 10:03, before users felt anything at 10:07.
+    assert warnings[0].service == "orders-db"
+    assert warnings[0].onset == T0 + timedelta(minutes=3)
+    assert warnings[0].at_risk == ["app", "web"]
+    assert warnings[0].id in last.early_warnings
+
+
+def test_incident_resolves_after_users_are_back_to_normal() -> None:
+    out = _run(
+        {"orders-db": 3, "orders-db:until": 9, "web": 5, "web:until": 9}, minutes=16
+    )
+
+    incidents = [o for o in out if isinstance(o, Incident)]
+
+    assert incidents[-1].status == "resolved"
+    # Normal again from 10:09; three normal windows end at 10:12.
+    assert incidents[-1].resolved_at == T0 + timedelta(minutes=12)
+
+
+def test_missing_data_never_resolves_an_incident() -> None:
+    out = _run({"orders-db": 3, "web": 5, "web:until": 8}, minutes=20, gone={"web": 8})
+
+    incidents = [o for o in out if isinstance(o, Incident)]
+
+    assert incidents
+    assert all(i.status != "resolved" for i in incidents)
+
+
+def test_deep_stack_anomaly_off_any_user_path_is_no_warning() -> None:
+    lone = Topology.from_edges([], {"batch-db": Layer.DATABASE})
+    correlator = Correlator(lone)
+
+    out = []
+    for minute in range(3):
+        score = _score(minute, Layer.DATABASE, "batch-db", "query_time_p95_ms", True)
+        out += correlator.observe(score)
+    out += correlator.flush()
+
+    assert out == []
