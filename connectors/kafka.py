@@ -108,6 +108,9 @@ class KafkaSource(FixedPartitionedSource[RawBatch, int]):
       going; they never stop the flow.
     - `stop_at_end` makes a bounded run: each partition stops after the last
       record that was in it when the partition was opened.
+    - `config` goes to confluent-kafka as given, except that the source
+      manages `enable.auto.commit`, `enable.auto.offset.store` and
+      `enable.partition.eof` itself.
     """
 
     def __init__(
@@ -446,7 +449,6 @@ class _ProducerPartition(StatelessSinkPartition[OutMessage]):
 
     def write_batch(self, items: list[OutMessage]) -> None:
         for item in items:
-            self._produce(item)
             self._produce(item)
         # Serves delivery reports of earlier batches without waiting.
         self._producer.poll(0)
