@@ -28,7 +28,7 @@ import ipaddress
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import islice
@@ -182,7 +182,7 @@ def metric_name(header: str) -> tuple[str, str | None]:
     """
     base, _, rest = header.partition("(")
     unit = rest.rstrip(")") or None
-    words = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", base)
+    words = re.findall(r"[A-Z]+\d*(?![a-z])|[A-Z]?[a-z]+\d*|\d+", base)
     name = "_".join(w.lower() for w in words)
     if unit is None:
         return name, None
@@ -258,7 +258,7 @@ def _message(offset: int, event: Event) -> RawMessage:
         partition=int(_PARTITION),
         offset=offset,
         key=event.service.encode(),
-        value=event.model_dump_json(exclude_defaults=True).encode(),
+        value=event.model_dump_json(exclude_none=True).encode(),
         timestamp_ms=(event.time - _EPOCH) // timedelta(milliseconds=1),
     )
 
@@ -302,7 +302,3 @@ def _fault(item: dict[str, str]) -> InjectedFault:
     time = datetime.fromtimestamp(int(item["inject_timestamp"]), UTC)
     pod = item["inject_pod"]
     return InjectedFault(time, pod, service_of_pod(pod), item["inject_type"])
-
-
-def _all(days: Iterable[Path]) -> list[NezhaDay]:
-    return [load_day(d) for d in days]

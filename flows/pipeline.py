@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Callable
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -25,6 +25,7 @@ from bytewax.outputs import Sink
 
 from connectors.messages import RawBatch
 from flows.steps import CorrelateLogic, DetectLogic, WindowLogic
+from foreshock.config import DEFAULT_DETECTOR, DEFAULT_THRESHOLD
 from foreshock.correlation import CorrelationConfig, Correlator
 from foreshock.kpis import DEFAULT_REGISTRY, KpiRegistry
 from foreshock.records import (
@@ -52,8 +53,8 @@ class FlowConfig:
     window: WindowSpec = field(default_factory=WindowSpec)
     forget_after_windows: int = 60
     registry: KpiRegistry = field(default_factory=lambda: DEFAULT_REGISTRY)
-    detector: str = "default"
-    threshold: float = 0.9
+    detector: str = DEFAULT_DETECTOR
+    threshold: float = DEFAULT_THRESHOLD
     topology: Topology = field(default_factory=Topology)
     correlation: CorrelationConfig = field(default_factory=CorrelationConfig)
 
@@ -79,9 +80,11 @@ def build_flow(
     by_shard = op.key_on("key_shard", batches, lambda b: b.shard)
     # (shard, KpiRecord | DeadLetter | LateEvent)
     windowed = op.stateful("window", by_shard, _window_builder(config))
-    split = op.branch("split_kpis", op.key_rm("unkey_shard", windowed), _is_kpi)
+    items = op.key_rm("unkey_shard", windowed)
+    kpis = op.filter_map("kpis", items, _kpi_or_none)
+    rejected = op.filter_map("rejected", items, _rejected_or_none)
     # (series, KpiRecord)
-    by_series = op.key_on("key_series", split.trues, lambda r: r.series)
+    by_series = op.key_on("key_series", kpis, lambda r: r.series)
     # (series, KpiScore)
     scored = op.key_rm(
         "unkey_series", op.stateful("detect", by_series, _detect_builder(config))
@@ -94,15 +97,21 @@ def build_flow(
     correlated = op.key_rm(
         "unkey_all", op.stateful("correlate", together, _correlate_builder(config))
     )
-    out = op.merge("outputs", scored, anomalies, correlated, split.falses)
+    out = op.merge("outputs", scored, anomalies, correlated, rejected)
     if encode is not None:
-        out = op.map("encode", out, encode)
+        out = op.map("encode", out, encode)  # type: ignore[arg-type]
     op.output("write", out, sink)
     return flow
 
 
-def _is_kpi(item: object) -> bool:
-    return isinstance(item, KpiRecord)
+def _kpi_or_none(item: KpiRecord | DeadLetter | LateEvent) -> KpiRecord | None:
+    return item if isinstance(item, KpiRecord) else None
+
+
+def _rejected_or_none(
+    item: KpiRecord | DeadLetter | LateEvent,
+) -> DeadLetter | LateEvent | None:
+    return None if isinstance(item, KpiRecord) else item
 
 
 def _window_builder(config: FlowConfig) -> Callable[[bytes | None], WindowLogic]:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import pickle
-from datetime import datetime
 from collections.abc import Callable, Iterable
+from datetime import datetime
 
 from bytewax.operators import StatefulLogic
 

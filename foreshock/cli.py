@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 __all__ = ["main"]
@@ -44,7 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--hours", type=float, default=None)
     demo.set_defaults(run=_demo)
 
-    run = commands.add_parser("run", help="consume telemetry from Kafka, publish results")
+    run = commands.add_parser(
+        "run", help="consume telemetry from Kafka, publish results"
+    )
     run.add_argument("--config", type=Path, default=None, help="a TOML file")
     run.add_argument(
         "--until-end",
@@ -60,7 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--data", type=Path, required=True)
     replay.add_argument("--day", default=None)
     replay.add_argument("--topic", default=None, help="default: the first input topic")
-    replay.add_argument("--speedup", type=float, default=0.0, help="0: as fast as possible")
+    replay.add_argument(
+        "--speedup", type=float, default=0.0, help="0: as fast as possible"
+    )
     replay.add_argument("--config", type=Path, default=None)
     replay.set_defaults(run=_replay)
 
@@ -101,7 +105,9 @@ def _run(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from foreshock.jobs import replay_dataset
 
-    return replay_dataset(args.dataset, args.data, args.day, args.topic, args.speedup, args.config)
+    return replay_dataset(
+        args.dataset, args.data, args.day, args.topic, args.speedup, args.config
+    )
 
 
 def _schema(args: argparse.Namespace) -> int:
@@ -133,7 +139,7 @@ def _bench_rca(args: argparse.Namespace) -> int:
     return 0
 
 
-def _table(result: dict[str, object]) -> str:
+def _table(result: Mapping[str, object]) -> str:
     return "\n".join(f"{k:>24}  {v}" for k, v in result.items())
 
 

@@ -23,6 +23,12 @@ from pydantic_settings import (
 
 from foreshock.windows import EPOCH, WindowSpec
 
+# Alerting wants a score that stays high while a KPI stays wrong, so the
+# flows run the ensemble without the repeat suppression that suits a
+# benchmark counting only the first detection of each anomaly.
+DEFAULT_DETECTOR = "ensemble:refractory=0"
+DEFAULT_THRESHOLD = 0.7
+
 __all__ = ["Settings", "load_settings"]
 
 
@@ -60,8 +66,8 @@ class WindowSettings(_Section):
 
 
 class DetectionSettings(_Section):
-    detector: str = "default"
-    threshold: float = Field(default=0.9, gt=0, le=1)
+    detector: str = DEFAULT_DETECTOR
+    threshold: float = Field(default=DEFAULT_THRESHOLD, gt=0, le=1)
 
 
 class CorrelationSettings(_Section):
@@ -69,6 +75,7 @@ class CorrelationSettings(_Section):
     lookback_s: float = Field(default=900.0, gt=0)
     resolve_after_windows: int = Field(default=5, ge=1)
     cooldown_s: float = Field(default=1800.0, ge=0)
+    confirm_windows: int = Field(default=1, ge=1)
 
 
 class Settings(BaseSettings):

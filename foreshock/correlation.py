@@ -53,6 +53,7 @@ class CorrelationConfig:
     lookback_s: float = 900.0
     resolve_after_windows: int = 5
     cooldown_s: float = 1800.0
+    confirm_windows: int = 1
     # An anomalous series whose next anomaly comes within this gap continues
     # the same episode: its onset stays the first window.
     episode_gap_s: float = 300.0
@@ -86,6 +87,7 @@ class Correlator:
     _episodes: dict[tuple[Layer, str, str], _Episode] = field(default_factory=dict)
     _open: list[_Open] = field(default_factory=list)
     _warnings: dict[str, EarlyWarning] = field(default_factory=dict)
+    _runs: dict[tuple[Layer, str, str], int] = field(default_factory=dict)
 
     def observe(self, score: KpiScore) -> list[Output]:
         """Take one scored window; handle every window older than it."""
@@ -102,7 +104,7 @@ class Correlator:
 
     def _handle(self, window_end: datetime) -> Iterator[Output]:
         scores = self._pending.pop(window_end)
-        anomalies = [Anomaly.from_score(s) for s in scores if s.anomalous]
+        anomalies = [Anomaly.from_score(s) for s in self._confirmed(scores)]
         for a in anomalies:
             self._extend_episode(a)
         self._expire(window_end)
@@ -114,12 +116,24 @@ class Correlator:
         yield from self._warn(deep, window_end)
         yield from self._resolve(scores, window_end)
 
+    def _confirmed(self, scores: list[KpiScore]) -> Iterator[KpiScore]:
+        # One anomalous window is often noise: a series takes part only once
+        # it has been anomalous for `confirm_windows` windows in a row.
+        for s in scores:
+            key = (s.kpi.layer, s.kpi.service, s.kpi.kpi)
+            run = self._runs.get(key, 0) + 1 if s.anomalous else 0
+            self._runs[key] = run
+            if run >= self.config.confirm_windows:
+                yield s
+
     def _extend_episode(self, a: Anomaly) -> None:
         key = (a.layer, a.service, a.kpi)
         episode = self._episodes.get(key)
         gap = timedelta(seconds=self.config.episode_gap_s)
         if episode is None or a.window_start - episode.last.window_end > gap:
-            self._episodes[key] = _Episode(a.window_start, a)
+            length = a.window_end - a.window_start
+            onset = a.window_start - (self.config.confirm_windows - 1) * length
+            self._episodes[key] = _Episode(onset, a)
         else:
             episode.last = a
 
@@ -199,7 +213,10 @@ class Correlator:
             for current in self._open:
                 if key not in current.symptoms:
                     continue
-                healthy = s.kpi.state == "ok" and not s.anomalous
+                # A lone anomalous window does not undo a recovery (the same
+                # hysteresis that keeps it from opening an incident).
+                confirmed = self._runs.get(key, 0) >= self.config.confirm_windows
+                healthy = s.kpi.state == "ok" and not confirmed
                 current.symptoms[key] = current.symptoms[key] + 1 if healthy else 0
         done = [
             c

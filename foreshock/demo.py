@@ -62,8 +62,10 @@ def simulate(
             on_record(record)
 
     config = FlowConfig(topology=stack.topology)
-    flow = build_flow(IterableSource(lambda: stack.batches()), CallbackSink(take), config)
-    run_main(flow)
+    flow = build_flow(
+        IterableSource(lambda: stack.batches()), CallbackSink(take), config
+    )
+    run_main(flow)  # type: ignore[no-untyped-call]
     return report
 
 
@@ -96,8 +98,10 @@ def _summary(stack: SimulatedStack, report: DemoReport, seconds: float) -> str:
         f"in {seconds:.1f} s",
     ]
     for failure in stack.failures:
-        lines.append(f"  injected {failure.start:%H:%M}Z {failure.name}: "
-                     f"{failure.description} (cause: {failure.root_cause_service})")
+        lines.append(
+            f"  injected {failure.start:%H:%M}Z {failure.name}: "
+            f"{failure.description} (cause: {failure.root_cause_service})"
+        )
         match = _incident_for(report, failure.start, failure.end)
         if match is None:
             lines.append("    -> no incident")

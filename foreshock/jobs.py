@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import bytewax.operators as op
+from bytewax.dataflow import Dataflow
 from bytewax.testing import run_main
 
 from connectors.kafka import KafkaSink, KafkaSource
@@ -35,11 +35,12 @@ def flow_config(settings: Settings, topology: Topology | None = None) -> FlowCon
             lookback_s=c.lookback_s,
             resolve_after_windows=c.resolve_after_windows,
             cooldown_s=c.cooldown_s,
+            confirm_windows=c.confirm_windows,
         ),
     )
 
 
-def kafka_flow(settings: Settings, *, until_end: bool = False) -> object:
+def kafka_flow(settings: Settings, *, until_end: bool = False) -> Dataflow:
     """The main dataflow between the configured Kafka topics."""
     k = settings.kafka
     client = {"bootstrap.servers": k.bootstrap_servers, **k.client}
@@ -64,7 +65,7 @@ def run_kafka_job(config: Path | None, *, until_end: bool = False) -> int:
         settings.kafka.input_topics,
         settings.kafka.bootstrap_servers,
     )
-    run_main(kafka_flow(settings, until_end=until_end))  # type: ignore[arg-type]
+    run_main(kafka_flow(settings, until_end=until_end))  # type: ignore[no-untyped-call]
     log.info("stopped")
     return 0
 

@@ -167,6 +167,9 @@ class KpiRegistry:
     def __getitem__(self, name: str) -> Kpi:
         return self._kpis[name]
 
+    def get(self, name: str) -> Kpi | None:
+        return self._kpis.get(name)
+
     def __contains__(self, name: object) -> bool:
         return name in self._kpis
 

@@ -20,10 +20,10 @@ from foreshock.layers import Layer
 __all__ = [
     "Anomaly",
     "Candidate",
+    "DeadLetter",
     "EarlyWarning",
     "Evidence",
     "Incident",
-    "DeadLetter",
     "KpiRecord",
     "KpiScore",
     "LateEvent",

@@ -48,7 +48,7 @@ __all__ = [
     "event_json_schema",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 # Measurements are checked one by one when they are aggregated, not here: a
 # negative or non-finite duration loses that field only, never the event.

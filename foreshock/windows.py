@@ -270,8 +270,7 @@ class WindowStore:
         self, key: ServiceKey, known: _Known, start: datetime, end: datetime
     ) -> Iterator[KpiRecord]:
         for name in sorted(known.kpis):
-            kpi = self.registry[name] if name in self.registry else None
-            kpi = kpi or self.metric_kpis.get(name)
+            kpi = self.registry.get(name) or self.metric_kpis.get(name)
             yield _record(key, kpi, start, end, None, "no_data", 0, 0)
 
     def _add_counter(self, agg: Aggregate, event: Event, p: MetricSample) -> None:

@@ -28,7 +28,7 @@ _VARIANTS: dict[str, Callable[[str], Detector]] = {
     "robust_z": lambda direction: RobustZDetector(direction=direction),
     "ensemble": lambda direction: EnsembleDetector(direction),
 }
-_DEFAULT = "robust_z"
+_DEFAULT = "ensemble"
 
 
 def default_detector(direction: str = "both") -> Detector:

@@ -17,7 +17,10 @@ from bisect import bisect_left, bisect_right, insort
 __all__ = ["SlidingTail"]
 
 # Fraction of the window taken as "top values" for the tail extension.
-TOP_SHARE = [0.1]
+_TOP_SHARE = 0.1
+# 32-bit storage halves the state; ranks need no more precision. Values are
+# held inside its finite range so that none turns into infinity.
+_FLOAT32_MAX = 3.0e38
 
 
 class SlidingTail:
@@ -25,8 +28,8 @@ class SlidingTail:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._ring = array("d")
-        self._sorted = array("d")
+        self._ring = array("f")
+        self._sorted = array("f")
         self._next = 0
 
     def __len__(self) -> int:
@@ -34,6 +37,8 @@ class SlidingTail:
 
     def add(self, x: float) -> None:
         """Put `x` in the window, dropping the oldest value when full."""
+        # Round first, so the sorted copy holds exactly what the ring holds.
+        x = array("f", [min(max(x, -_FLOAT32_MAX), _FLOAT32_MAX)])[0]
         if len(self._ring) < self.size:
             self._ring.append(x)
         else:
@@ -86,11 +91,11 @@ class SlidingTail:
         return min(max(x, low), high)
 
     def _excess_length(self) -> float:
-        k = max(1, int(TOP_SHARE[0] * len(self._sorted)))
+        k = max(1, int(_TOP_SHARE * len(self._sorted)))
         top = self._sorted[-k:]
         return sum(top) / k - self._sorted[-k - 1 if k < len(self._sorted) else 0]
 
     def _deficit_length(self) -> float:
-        k = max(1, int(TOP_SHARE[0] * len(self._sorted)))
+        k = max(1, int(_TOP_SHARE * len(self._sorted)))
         bottom = self._sorted[:k]
         return self._sorted[k if k < len(self._sorted) else -1] - sum(bottom) / k

@@ -1,19 +1,24 @@
-"""Foreshock's default detector: several tail estimates, one calibrated score.
+"""Foreshock's default detector: several tail views, one calibrated score.
 
-Each value is judged by up to three views of the series, each giving a tail
-probability from the series' own recent history, so no scale is assumed:
+Each value is judged by up to three views of the series. Each view gives an
+empirical tail probability from the series' own recent history, so no scale
+or distribution is assumed:
 
 - *level*: how rare the value itself is among the recent values;
-- *jump*: how rare its residual is against a short exponentially weighted
+- *jump*: how rare its residual is against a slow exponentially weighted
   forecast, which catches breaks that stay inside the usual range;
-- *season*: how rare its residual is against the same time of day (local
-  time), used only while it forecasts better than the non-seasonal view.
+- *season*: how rare its residual is against the same time of day or week
+  in local time, used only while it forecasts better than the forecast.
 
-The rarest view gives the surprise `D` in decades (`-log10 p`). An anomaly
-likelihood step, after Ahmad et al. (Neurocomputing 2017), compares the mean
-surprise of the last few values with its long-run distribution, so a run of
-moderately rare values adds up. Values judged anomalous are not learned
-until the run lasts long enough to be a new normal.
+The rarest view gives the surprise `d` in decades (`-log10 p`). Surprises
+are then ranked against the series' own last `history` surprises, so that
+one threshold means the same rarity on a calm series and on a spiky one
+(the self-normalising idea of the anomaly likelihood of Ahmad et al.,
+Neurocomputing 2017). A score that does not exceed the highest of the last
+`refractory` scores is damped, so one incident yields one detection rather
+than a run of them. Values judged anomalous are learned clipped to the edge
+of what was seen, so one absurd value cannot drag the baseline while a
+lasting level shift is still learned step by step.
 """
 
 from __future__ import annotations
@@ -28,208 +33,225 @@ from models.base import DetectorState, Score
 
 __all__ = ["EnsembleConfig", "EnsembleDetector"]
 
+_PERIOD_SECONDS = {"day": 86_400, "week": 604_800}
+# The seasonal view must beat the plain forecast by this factor to be used.
+_SEASON_ADVANTAGE = 0.7
+_ERROR_ALPHA = 0.01
+# A seasonal residual view needs this many residuals before it judges.
+_SEASON_MIN_RESIDUALS = 50
+
 
 @dataclass(frozen=True, slots=True)
 class EnsembleConfig:
-    """Parameters shared by every series (nothing is fitted per series)."""
+    """Parameters shared by every series (nothing is fitted per series).
+
+    `calibration` is "rank" (surprise ranked against its own history),
+    "gauss" (surprise against the mean and variance of its history) or
+    "none". `timezone` and `season_period` ("day" or "week") place the
+    seasonal slots in local time, so daylight saving moves them with the
+    users' clocks.
+    """
 
     window: int = 500
+    history: int = 1000
     warmup: int = 30
-    forecast_alpha: float = 0.3
+    forecast_alpha: float = 0.1
+    jump: bool = True
     season: bool = True
+    season_period: str = "day"
     season_slots: int = 48
     season_alpha: float = 0.25
-    likelihood: bool = True
-    calibration: str = "gauss"
-    history: int = 1000
-    mix: float = 0.0
-    raw_cap: float = 5.0
-    short_window: int = 6
-    long_alpha: float = 0.002
+    calibration: str = "rank"
     gate_decades: float = 4.0
-    max_gated_run: int = 30
-    score_decades: float = 10.0
-    suppress: int = 0
-    damp: float = 0.5
+    refractory: int = 200
+    damp: float = 0.1
+    half_score_decades: float = 3.0
     timezone: str = "UTC"
 
 
 class EnsembleDetector:
-    """Level, jump and seasonal tail views, combined and calibrated."""
+    """Level, jump and seasonal tail views, combined and calibrated.
+
+    Per-series state is a few sliding windows of 32-bit floats (about 20 KB
+    pickled with the default sizes) plus the seasonal slots.
+    """
 
     name = "ensemble"
 
-    def __init__(self, direction: str = "both", config: EnsembleConfig | None = None) -> None:
+    def __init__(
+        self, direction: str = "both", config: EnsembleConfig | None = None
+    ) -> None:
         self.direction = direction
-        self.config = config or EnsembleConfig()
-        c = self.config
+        self.config = c = config or EnsembleConfig()
+        if c.season_period not in _PERIOD_SECONDS:
+            raise ValueError(
+                f"season_period must be 'day' or 'week', got {c.season_period!r}"
+            )
         self._zone = ZoneInfo(c.timezone)
         self._values = SlidingTail(c.window)
         self._jumps = SlidingTail(c.window)
-        self._season_res = SlidingTail(c.window)
+        self._season_residuals = SlidingTail(c.window)
+        self._surprises = SlidingTail(c.history)
         self._forecast: float | None = None
         self._slots: list[float | None] = [None] * c.season_slots
-        self._err_plain = 0.0
-        self._err_season = 0.0
-        self._recent: list[float] = []
+        self._error_plain = 0.0
+        self._error_season = 0.0
         self._mean_d = 0.0
         self._var_d = 1.0
-        self._gated = 0
-        self._raw_recent: list[float] = []
-        self._history = SlidingTail(c.history)
+        self._recent_scores: list[float] = []
         self._seen = 0
-        self._last: tuple[float, datetime, float, int, float] | None = None
-
-    # scoring -----------------------------------------------------------------
+        # (x, t, surprise, undamped score) of the last scored value, so that
+        # learning the same value does not judge it twice.
+        self._last: tuple[float, datetime, float, float] | None = None
 
     def score_one(self, x: float, t: datetime) -> Score:
+        """Score `x` at `t` against what was learned so far."""
         expected = self._expected(t)
-        if not math.isfinite(x):
+        if not math.isfinite(x) or expected is None:
             return Score(0.0, expected, 0, self._state())
-        if expected is None:
-            return Score(0.0, None, 0, "warming_up")
         side = (x > expected) - (x < expected)
         if self._state() == "warming_up":
             return Score(_ratio_rule(x, expected), expected, side, "warming_up")
-        d, d_side = self._surprise(x, t)
+
+        d = self._surprise(x, t)
         value = self._calibrate(d)
-        self._last = (x, t, d, d_side, value)
-        if self.config.suppress and value <= max(self._raw_recent, default=0.0):
-            value *= self.config.damp
-        return Score(value, expected, side, "ready")
+        self._last = (x, t, d, value)
+        return Score(self._damped(value), expected, side, "ready")
+
+    def learn_one(self, x: float, t: datetime) -> None:
+        """Learn `x` at `t`; non-finite values are ignored."""
+        if not math.isfinite(x):
+            return
+        d, value = self._judged(x, t)
+        if self._state() == "ready":
+            self._track(d, value)
+        self._learn_value(x, t, clip=d >= self.config.gate_decades)
+
+    # judging ---------------------------------------------------------------
 
     def _state(self) -> DetectorState:
         return "ready" if self._seen >= self.config.warmup else "warming_up"
 
     def _expected(self, t: datetime) -> float | None:
-        if self._forecast is None:
-            return None
         slot = self._slot_mean(t)
         if slot is not None and self._season_wins():
             return slot
         return self._forecast
 
-    def _surprise(self, x: float, t: datetime) -> tuple[float, int]:
+    def _surprise(self, x: float, t: datetime) -> float:
+        """The largest surprise of the views, on the side(s) that matter."""
         floor = self._floor()
-        up = [self._values.upper_decades(x, floor)]
-        down = [self._values.lower_decades(x, floor)]
-        assert self._forecast is not None
-        r = x - self._forecast
-        up.append(self._jumps.upper_decades(r, floor))
-        down.append(self._jumps.lower_decades(r, floor))
+        views = [(self._values, x)]
+        if self.config.jump and self._forecast is not None:
+            views.append((self._jumps, x - self._forecast))
         slot = self._slot_mean(t)
-        if slot is not None and self._season_wins() and len(self._season_res) > 50:
-            rs = x - slot
-            up.append(self._season_res.upper_decades(rs, floor))
-            down.append(self._season_res.lower_decades(rs, floor))
-        d_up = _one_sided(max(up), self.direction, "up")
-        d_down = _one_sided(max(down), self.direction, "down")
-        return (d_up, 1) if d_up >= d_down else (d_down, -1)
+        seasonal = len(self._season_residuals) >= _SEASON_MIN_RESIDUALS
+        if slot is not None and seasonal and self._season_wins():
+            views.append((self._season_residuals, x - slot))
+        up = max(tail.upper_decades(v, floor) for tail, v in views)
+        down = max(tail.lower_decades(v, floor) for tail, v in views)
+        return max(
+            up if self.direction != "down" else 0.0,
+            down if self.direction != "up" else 0.0,
+        )
 
     def _calibrate(self, d: float) -> float:
         c = self.config
-        total = d
-        recent = [*self._recent[-(c.short_window - 1) :], d]
-        mean = sum(recent) / len(recent)
-        if c.calibration == "gauss":
-            z = (mean - self._mean_d) / math.sqrt(max(self._var_d, 1e-6))
-            total = max(d, _gauss_decades(z))
-        elif c.calibration == "lik":
-            bounded = [min(v, c.raw_cap) / c.raw_cap for v in recent]
-            m = sum(bounded) / len(bounded)
-            z = (m - self._mean_d) / math.sqrt(max(self._var_d, 1e-4))
-            total = _gauss_decades(z)
-        elif c.calibration == "rank":
-            total = self._history.upper_decades(mean, 0.05) + c.mix * d
-        return min(1.0, total / c.score_decades)
+        if c.calibration == "rank":
+            decades = self._surprises.upper_decades(d, 0.05)
+        elif c.calibration == "gauss":
+            z = (d - self._mean_d) / math.sqrt(max(self._var_d, 1e-6))
+            decades = _gauss_decades(z)
+        else:
+            decades = d
+        # 1 - 2^(-decades / half): `half_score_decades` maps to 0.5, no cap.
+        return 1.0 - 2.0 ** (-decades / c.half_score_decades)
+
+    def _damped(self, value: float) -> float:
+        if self.config.refractory and value <= max(self._recent_scores, default=0.0):
+            return value * self.config.damp
+        return value
+
+    def _judged(self, x: float, t: datetime) -> tuple[float, float]:
+        last = self._last
+        if last is not None and last[0] == x and last[1] == t:
+            return last[2], last[3]
+        if self._state() == "warming_up":
+            return 0.0, 0.0
+        d = self._surprise(x, t)
+        return d, self._calibrate(d)
 
     def _floor(self) -> float:
-        median = self._values.quantile(0.5)
-        return max(1e-3 * abs(median), 1e-9)
+        # Spreads below a thousandth of the level are treated as that much,
+        # so a constant series does not turn rounding noise into anomalies.
+        return max(1e-3 * abs(self._values.quantile(0.5)), 1e-9)
+
+    # seasons ---------------------------------------------------------------
 
     def _slot(self, t: datetime) -> int:
         local = t.astimezone(self._zone)
         seconds = local.hour * 3600 + local.minute * 60 + local.second
-        return seconds * self.config.season_slots // 86400
+        period = _PERIOD_SECONDS[self.config.season_period]
+        if period > 86_400:
+            seconds += local.weekday() * 86_400
+        return seconds * self.config.season_slots // period
 
     def _slot_mean(self, t: datetime) -> float | None:
-        if not self.config.season:
-            return None
-        return self._slots[self._slot(t)]
+        return self._slots[self._slot(t)] if self.config.season else None
 
     def _season_wins(self) -> bool:
-        return self._err_season < 0.7 * self._err_plain
+        return self._error_season < _SEASON_ADVANTAGE * self._error_plain
 
-    # learning ----------------------------------------------------------------
+    # learning --------------------------------------------------------------
 
-    def learn_one(self, x: float, t: datetime) -> None:
-        if not math.isfinite(x):
-            return
-        d, value = self._cached_surprise(x, t)
-        self._track_surprise(d, value)
-        self._learn_value(x, t, clip=d >= self.config.gate_decades)
-
-    def _cached_surprise(self, x: float, t: datetime) -> tuple[float, float]:
-        if self._last is not None and self._last[0] == x and self._last[1] == t:
-            return self._last[2], self._last[4]
-        if self._state() == "warming_up" or self._forecast is None:
-            return 0.0, 0.0
-        d, _ = self._surprise(x, t)
-        return d, self._calibrate(d)
-
-    def _track_surprise(self, d: float, value: float) -> None:
+    def _track(self, d: float, value: float) -> None:
         c = self.config
-        self._recent.append(d)
-        del self._recent[: -c.short_window]
-        if self._state() == "warming_up":
-            return
-        a = c.long_alpha if self._seen > 1 / c.long_alpha else 1.0 / (self._seen + 1)
-        self._history.add(sum(self._recent) / len(self._recent))
-        if c.calibration == "lik":
-            d = sum(min(v, c.raw_cap) / c.raw_cap for v in self._recent) / len(self._recent)
+        self._surprises.add(d)
+        a = max(1.0 / c.history, 1.0 / (self._seen - c.warmup + 2))
         diff = d - self._mean_d
         self._mean_d += a * diff
         self._var_d = (1 - a) * (self._var_d + a * diff * diff)
-        if self.config.suppress:
-            self._raw_recent.append(value)
-            del self._raw_recent[: -self.config.suppress]
+        if c.refractory:
+            self._recent_scores.append(value)
+            del self._recent_scores[: -c.refractory]
 
     def _learn_value(self, x: float, t: datetime, clip: bool) -> None:
-        c = self.config
-        self._seen += 1
-        if self._forecast is None:
-            self._forecast = x
         floor = self._floor()
         if clip:
             x = self._values.clip(x, floor)
+        self._values.add(x)
+        self._seen += 1
+        if self._forecast is None:
+            self._forecast = x
         r = x - self._forecast
         if clip:
             r = self._jumps.clip(r, floor)
         self._jumps.add(r)
-        self._values.add(x)
-        slot_index = self._slot(t) if c.season else 0
-        slot = self._slots[slot_index] if c.season else None
-        if slot is not None:
-            rs = x - slot
-            if clip:
-                rs = self._season_res.clip(rs, floor)
-            self._season_res.add(rs)
-            self._err_season += 0.01 * (abs(rs) - self._err_season)
-            self._err_plain += 0.01 * (abs(r) - self._err_plain)
-            self._slots[slot_index] = slot + c.season_alpha * rs
-        elif c.season:
-            self._slots[slot_index] = x
-        self._forecast += c.forecast_alpha * r
+        if self.config.season:
+            self._learn_season(x, r, t, clip, floor)
+        self._forecast += self.config.forecast_alpha * r
+
+    def _learn_season(
+        self, x: float, r: float, t: datetime, clip: bool, floor: float
+    ) -> None:
+        index = self._slot(t)
+        slot = self._slots[index]
+        if slot is None:
+            self._slots[index] = x
+            return
+        rs = x - slot
+        if clip:
+            rs = self._season_residuals.clip(rs, floor)
+        self._season_residuals.add(rs)
+        self._error_season += _ERROR_ALPHA * (abs(rs) - self._error_season)
+        self._error_plain += _ERROR_ALPHA * (abs(r) - self._error_plain)
+        self._slots[index] = slot + self.config.season_alpha * rs
 
 
 def _ratio_rule(x: float, expected: float) -> float:
-    """Warm-up score: the relative distance from the running forecast."""
+    """Warm-up score: 0.5 at twice (or half) the forecast, 1 at three times."""
     base = max(abs(expected), 1e-9)
     return min(1.0, abs(x - expected) / base / 2.0)
-
-
-def _one_sided(d: float, direction: str, side: str) -> float:
-    return d if direction in ("both", side) else 0.0
 
 
 def _gauss_decades(z: float) -> float:
@@ -241,4 +263,3 @@ def _gauss_decades(z: float) -> float:
         return -math.log10(tail)
     # Far tail: the asymptotic form keeps growing where erfc underflows.
     return (z * z / 2 + math.log(z * math.sqrt(2 * math.pi))) / math.log(10.0)
-

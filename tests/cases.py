@@ -99,7 +99,9 @@ def _value(record: dict[str, Any]) -> bytes | None:
     return text.encode()
 
 
-def batches(messages: list[RawMessage], size: int, shard: str = "t:0") -> list[RawBatch]:
+def batches(
+    messages: list[RawMessage], size: int, shard: str = "t:0"
+) -> list[RawBatch]:
     return [
         RawBatch(shard, tuple(messages[i : i + size]))
         for i in range(0, len(messages), size)

@@ -99,9 +99,6 @@ def _run_all(
 
 def _run_file(path: Path, output: Path, name: str, detector: str | None) -> _Run:
     """Score then learn each value of one series, writing the per-row output."""
-    import models._tail
-    if os.environ.get("TOPSHARE"):
-        models._tail.TOP_SHARE[0] = float(os.environ["TOPSHARE"])
     model = make_detector(detector or "default")
     key = f"{path.parent.name}/{path.name}"
     rows = _read_series(path)

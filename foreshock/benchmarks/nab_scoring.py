@@ -29,8 +29,8 @@ __all__ = [
     "best_threshold",
     "normalised_score",
     "probation_rows",
-    "score_file",
     "scaled_sigmoid",
+    "score_file",
 ]
 
 _PROBATION_FRACTION = 0.15

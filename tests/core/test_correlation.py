@@ -54,12 +54,15 @@ def _score(
 def _run(bad_from: dict[str, int], minutes: int, gone: dict[str, int] | None = None):
     """Feed every series each minute; a service is bad from its minute on."""
     gone = gone or {}
-    correlator = Correlator(TOPOLOGY, CorrelationConfig(resolve_after_windows=3))
+    config = CorrelationConfig(resolve_after_windows=3, confirm_windows=1)
+    correlator = Correlator(TOPOLOGY, config)
     out = []
     for minute in range(minutes):
         for layer, service, kpi, _ in SERIES:
-            bad = bad_from.get(service, 10**6) <= minute < bad_from.get(
-                service + ":until", 10**6
+            bad = (
+                bad_from.get(service, 10**6)
+                <= minute
+                < bad_from.get(service + ":until", 10**6)
             )
             state = "no_data" if gone.get(service, 10**6) <= minute else "ok"
             out += correlator.observe(_score(minute, layer, service, kpi, bad, state))
@@ -76,6 +79,7 @@ def test_database_fault_reaching_users_is_one_incident_with_its_lead_time() -> N
     last = incidents[-1]
     assert [c.service for c in last.root_causes][:1] == ["orders-db"]
     assert last.lead_time_s == 4 * 60
+    # Users were hit in the 10:07 window, which closes at 10:08.
     assert incidents[0].opened_at == T0 + timedelta(minutes=8)
     # The database warned at 10:03, before users felt anything at 10:07.
     assert warnings[0].service == "orders-db"
@@ -92,7 +96,7 @@ def test_incident_resolves_after_users_are_back_to_normal() -> None:
     incidents = [o for o in out if isinstance(o, Incident)]
 
     assert incidents[-1].status == "resolved"
-    # Normal again from 10:09; three normal windows end at 10:12.
+    # Normal again from 10:09; the third normal window closes at 10:12.
     assert incidents[-1].resolved_at == T0 + timedelta(minutes=12)
 
 
@@ -116,3 +120,17 @@ def test_deep_stack_anomaly_off_any_user_path_is_no_warning() -> None:
     out += correlator.flush()
 
     assert out == []
+
+
+def test_a_lone_anomalous_window_needs_confirmation_when_asked() -> None:
+    correlator = Correlator(TOPOLOGY, CorrelationConfig(confirm_windows=2))
+
+    out = []
+    for minute, bad in enumerate([False, True, False, True, True, False]):
+        score = _score(minute, Layer.FRONTEND, "web", "page_load_p75_ms", bad)
+        out += correlator.observe(score)
+    out += correlator.flush()
+
+    opened = [o for o in out if isinstance(o, Incident) and o.status == "open"]
+    assert [o.opened_at for o in opened] == [T0 + timedelta(minutes=5)]
+    assert opened[0].user_facing[0].onset == T0 + timedelta(minutes=3)

@@ -122,7 +122,12 @@ def test_zero_traffic_nan_and_infinity_case_c15() -> None:
 
 def test_counter_increase_ignores_first_point_and_survives_restart() -> None:
     store = WindowStore(SPEC)
-    for seconds, value in [(0, 5_000_000), (60, 5_000_060), (120, 5_000_130), (180, 25)]:
+    for seconds, value in [
+        (0, 5_000_000),
+        (60, 5_000_060),
+        (120, 5_000_130),
+        (180, 25),
+    ]:
         store.add(
             EVENT_ADAPTER.validate_python(
                 {

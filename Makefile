@@ -1,0 +1,55 @@
+# Every task of the project; `make help` lists them.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+DATA ?= ../shared/data
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-fast lint format schemas kafka kafka-fetch \
+	bench-nab bench-rca
+
+help: ## list every task
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' \
+		$(MAKEFILE_LIST)
+
+$(BIN)/foreshock: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) on PATH" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $@
+
+install: $(BIN)/foreshock ## create .venv and install Foreshock with its dev tools
+
+demo: install ## run the main flow on a simulated stack (no broker needed)
+	$(BIN)/foreshock demo
+
+kafka-fetch: install ## fetch the pinned Apache Kafka into the cache (once)
+	$(BIN)/python -m foreshock.broker fetch
+
+test: install kafka-fetch ## run the whole test suite, starting a Kafka broker
+	$(BIN)/python -m pytest
+
+test-fast: install ## run the tests that need no broker
+	$(BIN)/python -m pytest -m "not kafka"
+
+lint: install ## ruff and mypy --strict
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install ## format the code
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+schemas: install ## regenerate the JSON Schemas in schemas/
+	$(BIN)/foreshock schema --write schemas
+
+kafka: install ## run a local single-node Kafka until Ctrl-C
+	$(BIN)/python -m foreshock.broker run
+
+bench-nab: install ## NAB score of the default detector (DATA=../shared/data)
+	$(BIN)/foreshock bench nab --data $(DATA)/nab --output runs/nab --json
+
+bench-rca: install ## root-cause accuracy on Nezha (DATA=../shared/data)
+	$(BIN)/foreshock bench rca --dataset nezha --data $(DATA)/nezha --json

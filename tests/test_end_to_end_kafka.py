@@ -1,0 +1,116 @@
+"""The main job between real Kafka topics: events in, results out."""
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from bytewax.testing import run_main
+
+from connectors.kafka import consume_all, produce_all
+from connectors.messages import OutMessage
+from foreshock.config import Settings
+from foreshock.jobs import kafka_flow
+
+pytestmark = pytest.mark.kafka
+
+T0 = datetime(2025, 3, 4, 9, 0, tzinfo=UTC)
+
+
+def _events(minutes: int, slow_from: int) -> list[OutMessage]:
+    out = []
+    for minute in range(minutes):
+        for i in range(20):
+            ms = (900.0 if minute >= slow_from else 100.0) + (i % 5) * 3 + minute % 3
+            for service, layer in (("orders-db", "database"), ("web", "frontend")):
+                if layer == "frontend" and minute < slow_from + 2:
+                    ms_here = 1500.0 + (i % 5) * 10 + minute % 3
+                elif layer == "frontend":
+                    ms_here = 6000.0 + (i % 5) * 10
+                else:
+                    ms_here = ms
+                payload = (
+                    {"kind": "db_query", "duration_ms": ms_here}
+                    if layer == "database"
+                    else {"kind": "page_view", "load_ms": ms_here}
+                )
+                doc = {
+                    "time": (T0 + timedelta(minutes=minute, seconds=3 * i)).isoformat(),
+                    "layer": layer,
+                    "service": service,
+                    "payload": payload,
+                }
+                out.append(OutMessage("", service.encode(), json.dumps(doc).encode()))
+    return out
+
+
+def test_events_in_kpis_anomalies_incidents_and_dead_letters_out(
+    kafka_bootstrap: str, kafka_topics, tmp_path
+) -> None:
+    names = kafka_topics(
+        "in",
+        "kpis",
+        "anomalies",
+        "incidents",
+        "warnings",
+        "dead",
+        "late",
+        partitions=1,
+    )
+    topology = tmp_path / "topology.json"
+    topology.write_text(
+        json.dumps(
+            {
+                "services": {"web": "frontend", "orders-db": "database"},
+                "calls": [["web", "orders-db"]],
+            }
+        )
+    )
+    settings = Settings(
+        kafka={
+            "bootstrap_servers": kafka_bootstrap,
+            "input_topics": [names[0]],
+            "group_id": names[0],
+        },
+        topics={
+            "kpis": names[1],
+            "anomalies": names[2],
+            "incidents": names[3],
+            "early_warnings": names[4],
+            "dead_letters": names[5],
+            "late_events": names[6],
+        },
+        correlation={"topology": topology},
+    )
+    good = [
+        OutMessage(names[0], m.key, m.value) for m in _events(minutes=80, slow_from=70)
+    ]
+    poison = [OutMessage(names[0], b"x", b"{not json"), OutMessage(names[0], b"x", b"")]
+
+    produce_all(kafka_bootstrap, good[:100] + poison + good[100:])
+    run_main(kafka_flow(settings, until_end=True))  # type: ignore[arg-type]
+
+    def read(topic: str) -> list[dict]:
+        return [json.loads(m.value) for m in consume_all(kafka_bootstrap, topic)]
+
+    kpis = read(names[1])
+    anomalies = consume_all(kafka_bootstrap, names[2])
+    incidents = read(names[3])
+    dead = read(names[5])
+
+    assert {(k["kpi"]["service"], k["kpi"]["kpi"]) for k in kpis} >= {
+        ("orders-db", "query_time_p95_ms"),
+        ("web", "page_load_p75_ms"),
+    }
+    minutes = {k["kpi"]["window_start"] for k in kpis if k["kpi"]["service"] == "web"}
+    assert len(minutes) == 80
+    assert anomalies and all(m.key in (b"orders-db", b"web") for m in anomalies)
+    first_db = min(
+        json.loads(m.value)["window_start"] for m in anomalies if m.key == b"orders-db"
+    )
+    assert first_db == "2025-03-04T10:10:00Z"
+    assert incidents, "the slow database reached users: one incident"
+    assert {i["id"] for i in incidents} == {incidents[0]["id"]}
+    assert incidents[-1]["root_causes"][0]["service"] == "orders-db"
+    assert incidents[-1]["lead_time_s"] == 120.0
+    assert sorted(d["reason"] for d in dead) == ["empty_payload", "json_decode_error"]
+    assert all(d["topic"] == names[0] and d["offset"] in (100, 101) for d in dead)
