@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -85,6 +85,7 @@ _CALLS_PER_LAUNCH = 1.5
 _PAGES = ("/", "/search", "/product", "/cart", "/checkout")
 _PAGE_SHARES = (0.3, 0.25, 0.3, 0.1, 0.05)
 _RELEASES = ("web-2025.03.03-2", "web-2025.03.04-1")
+_RELEASE_ATTRIBUTES: tuple[Doc, ...] = tuple({"release": r} for r in _RELEASES)
 _APP_VERSIONS = ("5.12.0", "5.11.2", "5.10.4")
 _APP_SHARES = (0.7, 0.25, 0.05)
 _CHECKS = (("homepage", 900.0), ("product-search", 350.0))
@@ -265,6 +266,14 @@ class Minute:
         return docs, epoch_ms.tolist()
 
 
+def _payloads(kind: str, **columns: list[Any]) -> list[Doc]:
+    """One payload per row of equally long columns named after schema fields."""
+    names = ("kind", *columns)
+    count = len(next(iter(columns.values())))
+    rows = zip([kind] * count, *columns.values(), strict=True)
+    return [dict(zip(names, row, strict=True)) for row in rows]
+
+
 def _page_views(
     rng: np.random.Generator, traffic: float, fx: Effects, out: Minute
 ) -> None:
@@ -272,43 +281,23 @@ def _page_views(
     slow = fx.page_slow
     ttfb = _lognormal(rng, 180.0 * slow, 0.35, n)
     dom = ttfb + _lognormal(rng, 650.0, 0.3, n)
-    load = dom + _lognormal(rng, 600.0 * slow, 0.4, n)
-    lcp = ttfb + _lognormal(rng, 1700.0 * slow, 0.35, n)
-    inp = _lognormal(rng, 110.0 * (1.0 + 0.5 * (slow - 1.0)), 0.5, n)
-    cls = np.minimum(_lognormal(rng, 0.04, 0.9, n), 1.5)
-    script = _lognormal(rng, 320.0, 0.35, n)
     errors = (rng.random(n) < 0.02 + fx.js_errors) * (1 + rng.poisson(0.3, n))
-    pages = rng.choice(len(_PAGES), n, p=_PAGE_SHARES)
-    release = (rng.random(n) < fx.release_share).astype(np.int64)
+    payloads = _payloads(
+        "page_view",
+        page=[_PAGES[p] for p in rng.choice(len(_PAGES), n, p=_PAGE_SHARES).tolist()],
+        ttfb_ms=_ms(ttfb),
+        dom_content_loaded_ms=_ms(dom),
+        load_ms=_ms(dom + _lognormal(rng, 600.0 * slow, 0.4, n)),
+        lcp_ms=_ms(ttfb + _lognormal(rng, 1700.0 * slow, 0.35, n)),
+        inp_ms=_ms(_lognormal(rng, 110.0 * (0.5 + 0.5 * slow), 0.5, n)),
+        cls=np.round(np.minimum(_lognormal(rng, 0.04, 0.9, n), 1.5), 3).tolist(),
+        js_errors=errors.tolist(),
+        js_execution_ms=_ms(_lognormal(rng, 320.0, 0.35, n)),
+    )
 
-    payloads: list[Doc] = [
-        {
-            "kind": "page_view",
-            "page": _PAGES[p],
-            "ttfb_ms": t,
-            "dom_content_loaded_ms": d,
-            "load_ms": lo,
-            "lcp_ms": lc,
-            "inp_ms": i,
-            "cls": c,
-            "js_errors": e,
-            "js_execution_ms": s,
-        }
-        for p, t, d, lo, lc, i, c, e, s in zip(
-            pages.tolist(),
-            _ms(ttfb),
-            _ms(dom),
-            _ms(load),
-            _ms(lcp),
-            _ms(inp),
-            np.round(cls, 3).tolist(),
-            errors.tolist(),
-            _ms(script),
-            strict=True,
-        )
-    ]
-    releases: list[Doc] = [{"release": _RELEASES[0]}, {"release": _RELEASES[1]}]
-    attributes = [releases[r] for r in release.tolist()]
+    # Browsers pick up a new release at their next page load.
+    released = (rng.random(n) < fx.release_share).tolist()
+    attributes = [_RELEASE_ATTRIBUTES[r] for r in released]
     out.add(Layer.FRONTEND, WEB, _times(rng, n), payloads, attributes)
     _ajax_gauge(rng, fx, out)
 
@@ -317,75 +306,70 @@ def _ajax_gauge(rng: np.random.Generator, fx: Effects, out: Minute) -> None:
     # Real-user monitoring reports the AJAX calls per page once a minute.
     value = _AJAX_PER_PAGE * fx.ajax_factor * float(rng.lognormal(0.0, 0.03))
     release = _RELEASES[int(fx.release_share >= 0.5)]
-    payload: Doc = {
-        "kind": "metric_sample",
-        "name": "ajax_requests_per_page",
-        "type": "gauge",
-        "value": round(value, 3),
-        "labels": {"release": release},
-    }
-    out.add(Layer.FRONTEND, WEB, np.array([MINUTE_MS - 500]), [payload])
+    payloads = _payloads(
+        "metric_sample",
+        name=["ajax_requests_per_page"],
+        type=["gauge"],
+        value=[round(value, 3)],
+        labels=[{"release": release}],
+    )
+    out.add(Layer.FRONTEND, WEB, np.array([MINUTE_MS - 500]), payloads)
 
 
 def _app(rng: np.random.Generator, traffic: float, fx: Effects, out: Minute) -> None:
     n = int(rng.poisson(_LAUNCHES * traffic))
-    versions = rng.choice(len(_APP_VERSIONS), n, p=_APP_SHARES)
     cold = rng.random(n) < 0.35
     median = np.where(cold, 1400.0, 450.0) * fx.launch_slow
-    duration = median * rng.lognormal(0.0, 0.4, n)
-    payloads: list[Doc] = [
-        {
-            "kind": "app_launch",
-            "app_version": _APP_VERSIONS[v],
-            "cold": c,
-            "duration_ms": d,
-        }
-        for v, c, d in zip(versions.tolist(), cold.tolist(), _ms(duration), strict=True)
-    ]
+    payloads = _payloads(
+        "app_launch",
+        app_version=_versions(rng, n),
+        cold=cold.tolist(),
+        duration_ms=_ms(median * rng.lognormal(0.0, 0.4, n)),
+    )
     out.add(Layer.MOBILE, MOBILE, _times(rng, n), payloads)
     _crashes(rng, n, fx, out)
+
+
+def _versions(rng: np.random.Generator, n: int) -> list[str]:
+    return [
+        _APP_VERSIONS[v]
+        for v in rng.choice(len(_APP_VERSIONS), n, p=_APP_SHARES).tolist()
+    ]
 
 
 def _crashes(rng: np.random.Generator, launches: int, fx: Effects, out: Minute) -> None:
     base = 0.01
     n = int(rng.binomial(launches, base + fx.crashes))
-    versions = rng.choice(len(_APP_VERSIONS), n, p=_APP_SHARES)
     timed_out = rng.random(n) < fx.crashes / (base + fx.crashes)
     usual = rng.choice(("NullPointerException", "OutOfMemoryError", "ANR"), n)
     kinds = np.where(timed_out, "SocketTimeoutException", usual)
-    payloads: list[Doc] = [
-        {"kind": "app_crash", "app_version": _APP_VERSIONS[v], "crash_type": k}
-        for v, k in zip(versions.tolist(), kinds.tolist(), strict=True)
-    ]
+    payloads = _payloads(
+        "app_crash", app_version=_versions(rng, n), crash_type=kinds.tolist()
+    )
     out.add(Layer.MOBILE, MOBILE, _times(rng, n), payloads)
 
 
 def _checks(rng: np.random.Generator, fx: Effects, out: Minute) -> None:
     # Each check runs from each location every 30 seconds, staggered.
     runs = [
-        (check, median, loc, 30_000 * r + 7_000 * i + 2_000 * j)
+        (check, median, location, 30_000 * r + 7_000 * i + 2_000 * j)
         for r in range(2)
-        for i, loc in enumerate(_LOCATIONS)
+        for i, location in enumerate(_LOCATIONS)
         for j, (check, median) in enumerate(_CHECKS)
     ]
     n = len(runs)
     outage = rng.random(n) < fx.check_failures
     failed = outage | (rng.random(n) < 0.002)
-    medians = np.array([median for _, median, _, _ in runs]) * fx.check_slow
+    medians = np.array([run[1] for run in runs]) * fx.check_slow
     duration = np.where(outage, _CHECK_TIMEOUT_MS, medians * rng.lognormal(0, 0.25, n))
-    payloads: list[Doc] = [
-        {
-            "kind": "synthetic_check",
-            "check": check,
-            "location": loc,
-            "success": not f,
-            "duration_ms": d,
-        }
-        for (check, _, loc, _), f, d in zip(
-            runs, failed.tolist(), _ms(duration), strict=True
-        )
-    ]
-    offsets = np.array([at for *_, at in runs]) + rng.integers(0, 1_000, n)
+    payloads = _payloads(
+        "synthetic_check",
+        check=[run[0] for run in runs],
+        location=[run[2] for run in runs],
+        success=(~failed).tolist(),
+        duration_ms=_ms(duration),
+    )
+    offsets = np.array([run[3] for run in runs]) + rng.integers(0, 1_000, n)
     out.add(Layer.SYNTHETIC, SYNTHETIC, offsets, payloads)
 
 
@@ -455,39 +439,25 @@ def _gateway(
     proxied = req.duration + _lognormal(rng, 5.0, 0.3, n)
     duration = np.where(timeout, _GATEWAY_TIMEOUT_MS, proxied)
     duration = np.where(req.reached, duration, _lognormal(rng, 4.0, 0.3, n))
-    payloads: list[Doc] = [
-        {
-            "kind": "http_request",
-            "route": _ROUTES[r].path,
-            "method": _ROUTES[r].method,
-            "status": s,
-            "duration_ms": d,
-        }
-        for r, s, d in zip(
-            req.route.tolist(), status.tolist(), _ms(duration), strict=True
-        )
-    ]
+    payloads = _http(req.route, status, duration)
     out.add(Layer.API, GATEWAY, req.offsets, payloads)
+
+
+def _http(route: Ints, status: Ints, duration: Floats) -> list[Doc]:
+    routes = route.tolist()
+    return _payloads(
+        "http_request",
+        route=[_ROUTES[r].path for r in routes],
+        method=[_ROUTES[r].method for r in routes],
+        status=status.tolist(),
+        duration_ms=_ms(duration),
+    )
 
 
 def _backends(req: _Requests, out: Minute) -> None:
     for index, backend in enumerate(BACKENDS):
         mine = req.reached & (req.backend == index)
-        payloads: list[Doc] = [
-            {
-                "kind": "http_request",
-                "route": _ROUTES[r].path,
-                "method": _ROUTES[r].method,
-                "status": s,
-                "duration_ms": d,
-            }
-            for r, s, d in zip(
-                req.route[mine].tolist(),
-                req.status[mine].tolist(),
-                _ms(req.duration[mine]),
-                strict=True,
-            )
-        ]
+        payloads = _http(req.route[mine], req.status[mine], req.duration[mine])
         offsets = np.minimum(req.offsets[mine] + 2, MINUTE_MS - 1)
         out.add(Layer.BACKEND, backend, offsets, payloads)
 
@@ -499,31 +469,21 @@ def _queries(
     for slot in range(_ROUTE_STATEMENTS.shape[1]):
         statement = _ROUTE_STATEMENTS[req.route, slot]
         runs = req.reached & (statement >= 0)
-        scan = runs & (req.scan_ms > 0.0) & (slot == 0)
-        statement = np.where(scan, _FULL_SCAN, statement)[runs]
+        scan = (req.scan_ms > 0.0)[runs] & (slot == 0)
+        statement = np.where(scan, _FULL_SCAN, statement[runs])
         n = len(statement)
-        duration = _STATEMENT_MEDIAN[statement] * fx.db_slow * rng.lognormal(0, 0.6, n)
-        duration = np.where(scan[runs], req.scan_ms[runs], duration)
-        failed = (rng.random(n) < 0.0005 + fx.db_errors) | (
-            duration >= _STATEMENT_TIMEOUT_MS
+        usual = _STATEMENT_MEDIAN[statement] * fx.db_slow * rng.lognormal(0, 0.6, n)
+        duration = np.where(scan, req.scan_ms[runs], usual)
+        timed_out = duration >= _STATEMENT_TIMEOUT_MS
+        failed = timed_out | (rng.random(n) < 0.0005 + fx.db_errors)
+        rows = np.where(failed, 0, rng.poisson(_STATEMENT_ROWS[statement]))
+        payloads = _payloads(
+            "db_query",
+            fingerprint=[_STATEMENTS[s].fingerprint for s in statement.tolist()],
+            duration_ms=_ms(duration),
+            rows=rows.tolist(),
+            error=failed.tolist(),
         )
-        rows = rng.poisson(_STATEMENT_ROWS[statement])
-        payloads: list[Doc] = [
-            {
-                "kind": "db_query",
-                "fingerprint": _STATEMENTS[s].fingerprint,
-                "duration_ms": d,
-                "rows": 0 if e else r,
-                "error": e,
-            }
-            for s, d, r, e in zip(
-                statement.tolist(),
-                _ms(duration),
-                rows.tolist(),
-                failed.tolist(),
-                strict=True,
-            )
-        ]
         offsets = np.minimum(req.offsets[runs] + 3 + slot, MINUTE_MS - 1)
         out.add(Layer.DATABASE, DATABASE, offsets, payloads)
 
@@ -532,19 +492,16 @@ def _payments(rng: np.random.Generator, req: _Requests, out: Minute) -> None:
     checkout = req.reached & (req.route == _CHECKOUT_ROUTE) & (req.status < 400)
     n = int(checkout.sum())
     draw = rng.random(n)
+    # 402 is a declined card: the call itself worked.
     status = np.where(draw < 0.003, 502, np.where(draw < 0.033, 402, 200))
-    duration = _lognormal(rng, 320.0, 0.4, n)
-    payloads: list[Doc] = [
-        {
-            "kind": "third_party_call",
-            "provider": "payflow",
-            "operation": "authorize",
-            "status": s,
-            "success": s < 500,
-            "duration_ms": d,
-        }
-        for s, d in zip(status.tolist(), _ms(duration), strict=True)
-    ]
+    payloads = _payloads(
+        "third_party_call",
+        provider=["payflow"] * n,
+        operation=["authorize"] * n,
+        status=status.tolist(),
+        success=(status < 500).tolist(),
+        duration_ms=_ms(_lognormal(rng, 320.0, 0.4, n)),
+    )
     offsets = np.minimum(req.offsets[checkout] + 40, MINUTE_MS - 1)
     out.add(Layer.THIRD_PARTY, PAYMENTS, offsets, payloads)
 
@@ -568,24 +525,15 @@ def _samples(
     cpu = np.clip(busy + rng.normal(0.0, 0.02, n), 0.01, 1.0)
     climb = (0.96 - host.memory) * fx.memory_climb.get(host.service, 0.0)
     memory = np.clip(host.memory + climb + rng.normal(0.0, 0.01, n), 0.01, 1.0)
-    rx = 1.5e5 * load * rng.lognormal(0.0, 0.1, n)
-    payloads: list[Doc] = [
-        {
-            "kind": "resource_sample",
-            "resource": host.containers[i % k],
-            "cpu_utilisation": c,
-            "memory_utilisation": m,
-            "network_rx_bytes_per_s": r,
-            "network_tx_bytes_per_s": round(r * 2.7),
-        }
-        for i, c, m, r in zip(
-            range(n),
-            np.round(cpu, 4).tolist(),
-            np.round(memory, 4).tolist(),
-            np.round(rx).tolist(),
-            strict=True,
-        )
-    ]
+    rx = np.round(1.5e5 * load * rng.lognormal(0.0, 0.1, n))
+    payloads = _payloads(
+        "resource_sample",
+        resource=[host.containers[i % k] for i in range(n)],
+        cpu_utilisation=np.round(cpu, 4).tolist(),
+        memory_utilisation=np.round(memory, 4).tolist(),
+        network_rx_bytes_per_s=rx.tolist(),
+        network_tx_bytes_per_s=np.round(rx * 2.7).tolist(),
+    )
 
     # Each container reports every 15 seconds, a second after the previous one.
     phase = 1_000 * (np.arange(n) % k) + rng.integers(0, 200, n)

@@ -61,9 +61,9 @@ class EnsembleConfig:
     season_period: str = "day"
     season_slots: int = 48
     season_alpha: float = 0.25
-    calibration: str = "rank"
+    calibration: str = "none"
     gate_decades: float = 4.0
-    refractory: int = 200
+    refractory: int = 50
     damp: float = 0.1
     half_score_decades: float = 3.0
     timezone: str = "UTC"
@@ -98,7 +98,7 @@ class EnsembleDetector:
         self._error_season = 0.0
         self._mean_d = 0.0
         self._var_d = 1.0
-        self._recent_scores: list[float] = []
+        self._peak = 0.0
         self._seen = 0
         # (x, t, surprise, undamped score) of the last scored value, so that
         # learning the same value does not judge it twice.
@@ -168,7 +168,7 @@ class EnsembleDetector:
         return 1.0 - 2.0 ** (-decades / c.half_score_decades)
 
     def _damped(self, value: float) -> float:
-        if self.config.refractory and value <= max(self._recent_scores, default=0.0):
+        if self.config.refractory and value <= self._peak:
             return value * self.config.damp
         return value
 
@@ -212,8 +212,9 @@ class EnsembleDetector:
         self._mean_d += a * diff
         self._var_d = (1 - a) * (self._var_d + a * diff * diff)
         if c.refractory:
-            self._recent_scores.append(value)
-            del self._recent_scores[: -c.refractory]
+            # The peak halves every `refractory` values, so a repeat is damped
+            # only while it is no stronger than a recent detection.
+            self._peak = max(self._peak * 0.5 ** (1.0 / c.refractory), value)
 
     def _learn_value(self, x: float, t: datetime, clip: bool) -> None:
         floor = self._floor()

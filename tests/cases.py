@@ -48,9 +48,19 @@ def native(case: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def _case_file(pattern: str) -> Path:
+    found = sorted(CASES.glob(pattern))
+    if not found:
+        raise FileNotFoundError(
+            f"no shared case {pattern!r} in {CASES}; the shared folder sits beside "
+            "the checkout, or set FORESHOCK_CASES to its cases/ folder"
+        )
+    return found[0]
+
+
 def events(name: str) -> list[dict[str, Any]]:
     """The events of a `*.jsonl` case, in arrival order."""
-    path = next(CASES.glob(f"{name}*.jsonl"))
+    path = _case_file(f"{name}-*.jsonl")
     # Python's json reads the bare NaN and Infinity tokens some cases carry.
     return [json.loads(line) for line in path.read_text().splitlines() if line]
 
@@ -66,7 +76,7 @@ def event_messages(name: str, topic: str = "telemetry") -> list[RawMessage]:
 
 def kafka_records(name: str) -> list[RawMessage]:
     """A `*.kafka.jsonl` case: raw records, values adapted where they parse."""
-    path = next(CASES.glob(f"{name}*.kafka.jsonl"))
+    path = _case_file(f"{name}-*.kafka.jsonl")
     out = []
     for line in path.read_text().splitlines():
         r = json.loads(line)
