@@ -28,10 +28,10 @@ import ipaddress
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from itertools import islice
+from itertools import groupby, islice
 from pathlib import Path
 from typing import NamedTuple
 
@@ -124,13 +124,31 @@ class NezhaDay:
                 return
             yield from events
 
-    def batches(self, size: int, until: datetime | None = None) -> Iterator[RawBatch]:
-        """The events as native JSON records, `size` to a batch, on one shard."""
+    def batches(
+        self,
+        size: int,
+        until: datetime | None = None,
+        *,
+        split_every: timedelta | None = None,
+    ) -> Iterator[RawBatch]:
+        """The events as native JSON records, `size` to a batch, on one shard.
+
+        With `split_every`, a batch also ends where event time crosses a
+        multiple of it since the epoch, so that no batch spans two windows.
+        """
         if size < 1:
             raise ValueError(f"batch size must be at least 1, got {size!r}")
         messages = (_message(i, e) for i, e in enumerate(self.events(until)))
-        while chunk := tuple(islice(messages, size)):
-            yield RawBatch(SHARD, chunk)
+        for _, group in groupby(messages, key=_slicer(split_every)):
+            while chunk := tuple(islice(group, size)):
+                yield RawBatch(SHARD, chunk)
+
+
+def _slicer(every: timedelta | None) -> Callable[[RawMessage], int]:
+    if every is None:
+        return lambda message: 0
+    every_ms = every // timedelta(milliseconds=1)
+    return lambda message: (message.timestamp_ms or 0) // every_ms
 
 
 def load_day(day_dir: Path) -> NezhaDay:
@@ -274,9 +292,9 @@ def _topology(path: Path, user_service: str, services: list[str]) -> Topology:
         for a, b in rows
         if not _is_address(b) and not {a, b} & _NOT_SERVICES and a != b
     }
-    # The user-facing service calls whatever the shop's graph enters by: the
-    # services that call others and that no service calls.
-    entries = {a for a, _ in edges} - {b for _, b in edges}
+    # The user-facing service calls whatever the shop is entered by: the
+    # services that no other service calls.
+    entries = ({a for a, _ in edges} | set(services)) - {b for _, b in edges}
     edges |= {(user_service, e) for e in entries}
     layers = {s: Layer.API for s in services}
     layers[user_service] = Layer.FRONTEND

@@ -1,17 +1,26 @@
-"""A simulated online shop: the built-in source of `foreshock demo`.
+"""A simulated online shop with injected failures: the source of `foreshock demo`.
 
-The shop has a web frontend and a mobile app, synthetic checks from three
-locations, an api gateway, three backend services (catalog, orders, accounts),
-one database, the containers that run them and a payment provider. Traffic
-follows a daily curve with Poisson counts and lognormal latencies. Three
-failures are injected after two hours of normal traffic, 45 minutes apart,
-each a story whose cause shows deep in the stack minutes before users feel it.
+The shop (`connectors._simulated_shop`) has a web frontend, a mobile app,
+synthetic checks from three locations, an api gateway, three backends
+(catalog, orders, accounts), one database, the containers that run them and
+a payment provider, with daily traffic, Poisson counts and lognormal
+latencies. From 06:00 UTC, two hours of normal traffic let detectors learn;
+then three failures follow 45 minutes apart, each fixed after 30 minutes:
 
-Every simulated minute draws from its own generator, seeded with the seed and
-the minute's index, so a stack yields the same events on every run and any
-minute can be drawn alone. Events are built as plain dicts matching the
-native schema: `batches()` serialises them with orjson (pydantic would cost
-ten times more per event), `events()` validates them into `Event`s.
+- duplicate-ajax (08:00): a web release doubles the AJAX calls per page, so
+  api and backend traffic nearly double at once; backends queue from minute
+  1 and pages load slowly from minute 5. The release shows in the `release`
+  attribute of page views and in the web's `ajax_requests_per_page` gauge.
+- full-scan-query (09:15): a new statement scans the orders table; query time
+  jumps at once and api latency within a minute; mobile crashes rise from
+  minute 5, api timeouts and page errors from minute 8.
+- saturated-containers (10:30): the catalog containers reach 100 % CPU within
+  three minutes while memory climbs; the load balancer fails from minute 6,
+  taking synthetic checks, the api and pages down with it.
+
+The deep-stack signal thus leads the user-facing one by about six minutes.
+Each minute is drawn from its own generator, seeded with the seed and the
+minute's index, so a stack yields the same events on every run.
 """
 
 from __future__ import annotations
@@ -112,7 +121,7 @@ def _full_scan_query(fx: Effects, tau: float, duration: float) -> None:
 
 
 def _saturated_containers(fx: Effects, tau: float, duration: float) -> None:
-    fx.saturation[CATALOG] = _level(tau, 0.0, 4.0, duration)
+    fx.saturation[CATALOG] = _level(tau, 0.0, 3.0, duration)
     fx.memory_climb[CATALOG] = _level(tau, 0.0, 14.0, duration)
     fx.backend_slow[CATALOG] = 1.0 + 5.0 * _level(tau, 2.0, 3.0, duration)
 
@@ -128,24 +137,32 @@ def _saturated_containers(fx: Effects, tau: float, duration: float) -> None:
     fx.crashes = 0.08 * users
 
 
-Story = Callable[[Effects, float, float], None]
+@dataclass(frozen=True)
+class _Story:
+    """How a failure plays out, minute by minute, and what truly caused it."""
 
-_STORIES: dict[str, tuple[Story, str, str, Layer]] = {
-    "duplicate-ajax": (
+    play: Callable[[Effects, float, float], None]
+    description: str
+    root_cause_service: str
+    root_cause_layer: Layer
+
+
+_STORIES = {
+    "duplicate-ajax": _Story(
         _duplicate_ajax,
         "A web release fires every AJAX call twice, doubling api and backend "
         "load until backends queue and pages load slowly.",
         WEB,
         Layer.FRONTEND,
     ),
-    "full-scan-query": (
+    "full-scan-query": _Story(
         _full_scan_query,
         "A new order-history query scans the whole orders table, slowing the "
         "database and the api until mobile calls time out and the app crashes.",
         DATABASE,
         Layer.DATABASE,
     ),
-    "saturated-containers": (
+    "saturated-containers": _Story(
         _saturated_containers,
         "The catalog containers are under-provisioned: CPU saturates and memory "
         "climbs until the load balancer fails and the shop is unavailable.",
@@ -169,13 +186,18 @@ def _effects(t: datetime, failures: tuple[Failure, ...]) -> Effects:
         tau = (middle - failure.start) / timedelta(minutes=1)
         duration = (failure.end - failure.start) / timedelta(minutes=1)
         if 0.0 <= tau <= duration + _FADE_MIN:
-            _STORIES[failure.name][0](fx, tau, duration)
+            _STORIES[failure.name].play(fx, tau, duration)
     return fx
 
 
 @dataclass(frozen=True)
 class SimulatedStack:
-    """A simulated stack: its topology, the failures injected and its events."""
+    """A simulated stack: its topology, the failures injected and its events.
+
+    `batches()` is what a flow reads: orjson-encoded records built straight
+    from dicts. `events()` yields the same events as validated `Event`s,
+    which costs about ten microseconds each.
+    """
 
     topology: Topology
     failures: tuple[Failure, ...]
@@ -235,7 +257,14 @@ def demo_stack(seed: int = 7, hours: float = 6.0) -> SimulatedStack:
 
 def _failure(entry: tuple[str, int, int]) -> Failure:
     name, after_min, duration_min = entry
-    _, description, service, layer = _STORIES[name]
+    story = _STORIES[name]
     start = _START + timedelta(minutes=after_min)
     end = start + timedelta(minutes=duration_min)
-    return Failure(name, description, service, layer, start, end)
+    return Failure(
+        name,
+        story.description,
+        story.root_cause_service,
+        story.root_cause_layer,
+        start,
+        end,
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from models.base import Detector, DetectorState, Score
 from models.ensemble import EnsembleConfig, EnsembleDetector
@@ -58,7 +59,7 @@ def make_detector(name: str = "default", direction: str = "both") -> Detector:
 
 def _config_from(spec: str) -> EnsembleConfig:
     defaults = EnsembleConfig()
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     for item in filter(None, spec.split(",")):
         key, _, text = item.partition("=")
         if not hasattr(defaults, key):

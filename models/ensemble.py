@@ -10,11 +10,14 @@ or distribution is assumed:
 - *season*: how rare its residual is against the same time of day or week
   in local time, used only while it forecasts better than the forecast.
 
-The rarest view gives the surprise `d` in decades (`-log10 p`). Surprises
-are then ranked against the series' own last `history` surprises, so that
-one threshold means the same rarity on a calm series and on a spiky one
-(the self-normalising idea of the anomaly likelihood of Ahmad et al.,
-Neurocomputing 2017). A score that does not exceed the highest of the last
+The rarest view gives the surprise `d` in decades (`-log10 p`), mapped to
+`1 - 2^(-d / 3)`: 0.5 means a one-in-a-thousand value for this series.
+Because each view ranks the value against the series' own history, one
+threshold means the same rarity on a calm series and on a spiky one. Two
+other calibrations are kept for comparison: ranking `d` against the last
+`history` surprises, and a Gaussian tail of `d` against its running mean
+and variance (after the anomaly likelihood of Ahmad et al., Neurocomputing
+2017); both scored lower on NAB. A score that does not exceed the highest of the last
 `refractory` scores is damped, so one incident yields one detection rather
 than a run of them. Values judged anomalous are learned clipped to the edge
 of what was seen, so one absurd value cannot drag the baseline while a
@@ -63,7 +66,7 @@ class EnsembleConfig:
     season_alpha: float = 0.25
     calibration: str = "none"
     gate_decades: float = 4.0
-    refractory: int = 50
+    refractory: int = 200
     damp: float = 0.1
     half_score_decades: float = 3.0
     timezone: str = "UTC"
@@ -98,7 +101,7 @@ class EnsembleDetector:
         self._error_season = 0.0
         self._mean_d = 0.0
         self._var_d = 1.0
-        self._peak = 0.0
+        self._recent_scores: list[float] = []
         self._seen = 0
         # (x, t, surprise, undamped score) of the last scored value, so that
         # learning the same value does not judge it twice.
@@ -165,10 +168,10 @@ class EnsembleDetector:
         else:
             decades = d
         # 1 - 2^(-decades / half): `half_score_decades` maps to 0.5, no cap.
-        return 1.0 - 2.0 ** (-decades / c.half_score_decades)
+        return 1.0 - math.pow(2.0, -decades / c.half_score_decades)
 
     def _damped(self, value: float) -> float:
-        if self.config.refractory and value <= self._peak:
+        if self.config.refractory and value <= max(self._recent_scores, default=0):
             return value * self.config.damp
         return value
 
@@ -206,15 +209,15 @@ class EnsembleDetector:
 
     def _track(self, d: float, value: float) -> None:
         c = self.config
-        self._surprises.add(d)
+        if c.calibration == "rank":
+            self._surprises.add(d)
         a = max(1.0 / c.history, 1.0 / (self._seen - c.warmup + 2))
         diff = d - self._mean_d
         self._mean_d += a * diff
         self._var_d = (1 - a) * (self._var_d + a * diff * diff)
         if c.refractory:
-            # The peak halves every `refractory` values, so a repeat is damped
-            # only while it is no stronger than a recent detection.
-            self._peak = max(self._peak * 0.5 ** (1.0 / c.refractory), value)
+            self._recent_scores.append(value)
+            del self._recent_scores[: -c.refractory]
 
     def _learn_value(self, x: float, t: datetime, clip: bool) -> None:
         floor = self._floor()

@@ -195,6 +195,15 @@ def test_batches_carry_native_json_keyed_by_service(day: NezhaDay) -> None:
     assert [m.offset for m in messages] == list(range(2 * PER_MINUTE))
 
 
+def test_batches_can_end_at_each_window(day: NezhaDay) -> None:
+    until = START + timedelta(minutes=3)
+
+    batches = list(day.batches(1000, until, split_every=timedelta(minutes=1)))
+
+    assert [len(b.messages) for b in batches] == [PER_MINUTE] * 3
+    assert [b.messages[0].key for b in batches] == [b"frontend-web"] * 3
+
+
 # -- replaying a day ---------------------------------------------------------------
 
 

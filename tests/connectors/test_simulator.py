@@ -86,6 +86,7 @@ def _look(out: Scan, message: RawMessage) -> None:
         message.offset != out.count
         or message.key != service.encode()
         or message.topic != "demo"
+        or message.partition != 0
         or (bool(out.times) and at < out.times[-1])
     )
     out.times = [out.times[0] if out.times else at, at]
@@ -223,6 +224,13 @@ def test_a_seed_gives_the_same_events_and_another_seed_others() -> None:
     assert first != other
 
 
+def test_a_stack_needs_positive_hours_and_batch_sizes() -> None:
+    with pytest.raises(ValueError, match="hours must be positive"):
+        demo_stack(hours=0.0)
+    with pytest.raises(ValueError, match="batch size must be at least 1"):
+        next(demo_stack(hours=0.1).batches(size=0))
+
+
 def test_topology_places_every_service_and_its_calls() -> None:
     topology = STACK.topology
 
@@ -352,6 +360,6 @@ def test_saturated_containers_saturate_before_the_shop_goes_down(
     assert _mean_over(api_errors, start + 9, start + 28) > 0.7
     assert _mean_over(catalog_errors, start + 9, start + 28) > 0.4
     assert _mean_over(checks, start + 9, start + 28) < 0.3
-    assert deep == start
+    assert deep - start <= 1
     assert 2 <= users - deep <= 10
     assert _mean_over(checks, start + 40, start + 60) > 0.95
