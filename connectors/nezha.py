@@ -111,7 +111,8 @@ class NezhaDay:
 
     @property
     def pods(self) -> list[str]:
-        return sorted(f.path.name.removesuffix(_POD_SUFFIX) for f in self._files[1:])
+        names = (f.path.name for f in self._files)
+        return sorted(n.removesuffix(_POD_SUFFIX) for n in names if n != _FRONT_FILE)
 
     def events(self, until: datetime | None = None) -> Iterator[Event]:
         """Every metric sample of the day, in event-time order.
@@ -316,7 +317,8 @@ def _faults(path: Path) -> list[InjectedFault]:
 
 
 def _fault(item: dict[str, str]) -> InjectedFault:
-    # `inject_timestamp` is Unix seconds; `inject_time` is the same in UTC.
+    # `inject_timestamp` (Unix seconds) is used: `inject_time` is a minute
+    # later than it once, on 2022-08-22, and the metrics side with the former.
     time = datetime.fromtimestamp(int(item["inject_timestamp"]), UTC)
     pod = item["inject_pod"]
     return InjectedFault(time, pod, service_of_pod(pod), item["inject_type"])
