@@ -11,11 +11,10 @@ from foreshock.records import (
     Incident,
     KpiScore,
     LateEvent,
+    Record,
 )
 
 __all__ = ["Topics", "to_message"]
-
-Record = KpiScore | Anomaly | Incident | EarlyWarning | DeadLetter | LateEvent
 
 
 def to_message(record: Record, topics: Topics) -> OutMessage:

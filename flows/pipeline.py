@@ -31,19 +31,15 @@ from foreshock.kpis import DEFAULT_REGISTRY, KpiRegistry
 from foreshock.records import (
     Anomaly,
     DeadLetter,
-    EarlyWarning,
-    Incident,
     KpiRecord,
-    KpiScore,
     LateEvent,
+    Record,
 )
 from foreshock.topology import Topology
 from foreshock.windows import WindowSpec, WindowStore
 from models import Detector, make_detector
 
 __all__ = ["FlowConfig", "Record", "build_flow"]
-
-Record = KpiScore | Anomaly | Incident | EarlyWarning | DeadLetter | LateEvent
 
 
 @dataclass(frozen=True)

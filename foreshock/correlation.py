@@ -73,7 +73,6 @@ class _Open:
     user_services: set[str]
     symptoms: dict[tuple[Layer, str, str], int]
     onset: datetime
-    warned: list[str]
     emitted_top: tuple[str, ...] = ()
 
 
@@ -189,7 +188,6 @@ class Correlator:
             user_services={service},
             symptoms={},
             onset=onset,
-            warned=[],
         )
         current.incident = self._picture(current, now, "open")
         current.emitted_top = _top(current.incident)

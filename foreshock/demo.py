@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from bytewax.testing import run_main
 
@@ -119,8 +120,10 @@ def _summary(stack: SimulatedStack, report: DemoReport, seconds: float) -> str:
     return "\n".join(lines)
 
 
-def _incident_for(report: DemoReport, start: object, end: object) -> Incident | None:
+def _incident_for(
+    report: DemoReport, start: datetime, end: datetime
+) -> Incident | None:
     for opened in report.opened:
-        if start <= opened.opened_at <= end:  # type: ignore[operator]
+        if start <= opened.opened_at <= end:
             return report.incidents[opened.id]
     return None

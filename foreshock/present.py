@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from foreshock.records import Candidate, EarlyWarning, Evidence, Incident
+from foreshock.records import Candidate, EarlyWarning, Incident
 
 __all__ = ["describe_incident", "describe_warning"]
 
@@ -14,7 +14,7 @@ def describe_incident(incident: Incident) -> str:
         f"{incident.updated_at:%Y-%m-%d %H:%M}Z: {incident.title}"
     ]
     for e in incident.user_facing[:3]:
-        lines.append(f"  users:  {_evidence(e)}")
+        lines.append(f"  users:  {e.describe()}")
     for c in incident.root_causes[:3]:
         lines.append(f"  cause #{c.rank}: {_candidate(c)}")
     if incident.chain:
@@ -34,13 +34,9 @@ def describe_warning(warning: EarlyWarning) -> str:
     first = warning.evidence[0]
     return (
         f"[EARLY WARNING] {warning.service}/{warning.layer.value} at "
-        f"{warning.published_at:%H:%M}Z: {_evidence(first)}; "
+        f"{warning.published_at:%H:%M}Z: {first.describe()}; "
         f"at risk: {', '.join(warning.at_risk)}"
     )
-
-
-def _evidence(e: Evidence) -> str:
-    return e.describe()
 
 
 def _candidate(c: Candidate) -> str:

@@ -27,7 +27,7 @@ __all__ = [
     "KpiRecord",
     "KpiScore",
     "LateEvent",
-    "SeriesKey",
+    "Record",
     "WindowState",
     "stable_id",
 ]
@@ -36,8 +36,6 @@ __all__ = [
 # nothing this KPI counts (zero queries make no error rate); "no_data": nothing
 # at all arrived from the service for the window.
 WindowState = Literal["ok", "no_traffic", "no_data"]
-
-SeriesKey = tuple[Layer, str, str]
 
 
 def stable_id(*parts: object) -> str:
@@ -246,3 +244,7 @@ class Incident(_Record):
     chain: list[Evidence]
     lead_time_s: float | None
     early_warnings: list[str]
+
+
+# Everything the main dataflow publishes.
+Record = KpiScore | Anomaly | Incident | EarlyWarning | DeadLetter | LateEvent

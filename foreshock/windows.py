@@ -45,6 +45,7 @@ class WindowSpec:
     length_s: float = 60.0
     allowed_lateness_s: float = 30.0
     align_to: datetime = EPOCH
+    _length_us: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self) -> None:
         if self.length_s <= 0:
@@ -55,10 +56,8 @@ class WindowSpec:
             )
         if self.align_to.tzinfo is None:
             raise ValueError(f"align_to must be timezone-aware, got {self.align_to!r}")
-
-    @property
-    def _length_us(self) -> int:
-        return round(self.length_s * 1_000_000)
+        # Computed once: `index` runs for every event.
+        object.__setattr__(self, "_length_us", round(self.length_s * 1_000_000))
 
     def index(self, t: datetime) -> int:
         return ((t - self.align_to) // _US) // self._length_us
