@@ -5,11 +5,12 @@ BIN := $(VENV)/bin
 DATA ?= ../shared/data
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint format schemas kafka kafka-fetch \
-	bench-nab bench-rca
+.PHONY: help install demo test test-fast test-services test-collector lint format \
+	schemas kafka kafka-fetch otelcol \
+	bench-nab bench-rca bench-rum
 
 help: ## list every task
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' \
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' \
 		$(MAKEFILE_LIST)
 
 $(BIN)/foreshock: pyproject.toml
@@ -27,8 +28,17 @@ demo: install ## run the main flow on a simulated stack (no broker needed)
 kafka-fetch: install ## fetch the pinned Apache Kafka into the cache (once)
 	$(BIN)/python -m foreshock.broker fetch
 
-test: install kafka-fetch ## run the whole test suite, starting a Kafka broker
+test-services: ## install the services the suite runs (Alertmanager)
+	bash scripts/install-test-services.sh
+
+otelcol: ## build the pinned OpenTelemetry Collector into the cache (once)
+	bash scripts/otelcol.sh build
+
+test: install kafka-fetch test-services otelcol ## run the whole test suite, starting a Kafka broker
 	$(BIN)/python -m pytest
+
+test-collector: install kafka-fetch otelcol ## only the tests through the real OpenTelemetry Collector
+	$(BIN)/python -m pytest -m collector
 
 test-fast: install ## run the tests that need no broker
 	$(BIN)/python -m pytest -m "not kafka"
@@ -51,5 +61,9 @@ kafka: install ## run a local single-node Kafka until Ctrl-C
 bench-nab: install ## NAB score of the default detector (DATA=../shared/data)
 	$(BIN)/foreshock bench nab --data $(DATA)/nab --output runs/nab --json
 
-bench-rca: install ## root-cause accuracy on Nezha (DATA=../shared/data)
+bench-rca: install ## root-cause accuracy on Nezha and PetShop (DATA=../shared/data)
 	$(BIN)/foreshock bench rca --dataset nezha --data $(DATA)/nezha --json
+	$(BIN)/foreshock bench rca --dataset petshop --data $(DATA)/petshop --json
+
+bench-rum: install ## RUM beacons decoded per second, against orjson alone
+	$(BIN)/python -m foreshock.benchmarks.rum_decode --json

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
@@ -32,6 +32,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import ClusterMetadata  # type: ignore[attr-defined]
 
 from connectors.messages import OutMessage, RawBatch, RawMessage
+from foreshock import telemetry
 
 __all__ = [
     "DeliveryError",
@@ -106,11 +107,17 @@ class KafkaSource(FixedPartitionedSource[RawBatch, int]):
       not yet written out when the flow stopped are not read again.
     - Errors reported by Kafka are logged at WARNING and the partition keeps
       going; they never stop the flow.
+    - After each batch, the partition's consumer lag (the high watermark the
+      latest fetch brought, minus the next offset to read) goes to the
+      `foreshock_consumer_lag` gauge; it costs no request to Kafka.
     - `stop_at_end` makes a bounded run: each partition stops after the last
       record that was in it when the partition was opened.
     - `config` goes to confluent-kafka as given, except that the source
       manages `enable.auto.commit`, `enable.auto.offset.store` and
       `enable.partition.eof` itself.
+    - `formats` maps a topic to the format of its records ("native" when not
+      named); each batch carries its topic's format, so the flow picks the
+      decoder without knowing where the batch came from.
     """
 
     def __init__(
@@ -122,9 +129,11 @@ class KafkaSource(FixedPartitionedSource[RawBatch, int]):
         batch_size: int = 10_000,
         poll_timeout_s: float = 0.05,
         stop_at_end: bool = False,
+        formats: Mapping[str, str] | None = None,
     ) -> None:
         _check_source_arguments(topics, config, starting_offset, batch_size)
         self._topics = list(topics)
+        self._formats = dict(formats or {})
         self._settings = _SourceSettings(
             dict(config), starting_offset, batch_size, poll_timeout_s, stop_at_end
         )
@@ -150,7 +159,13 @@ class KafkaSource(FixedPartitionedSource[RawBatch, int]):
     ) -> StatefulSourcePartition[RawBatch, int]:
         """Open one Kafka partition at its starting offset."""
         topic, _, partition = for_part.rpartition(":")
-        return _KafkaPartition(self._settings, topic, int(partition), resume_state)
+        return _KafkaPartition(
+            self._settings,
+            topic,
+            int(partition),
+            resume_state,
+            self._formats.get(topic, "native"),
+        )
 
 
 def _check_source_arguments(
@@ -208,10 +223,12 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
         topic: str,
         partition: int,
         resume_state: int | None,
+        format: str = "native",
     ) -> None:
         self._settings = settings
         self._topic = topic
         self._partition = partition
+        self._format = format
         self._shard = _shard(topic, partition)
         self._awake: datetime | None = None
         self._at_eof = False
@@ -287,7 +304,19 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
             return []
 
         messages = self._accept(polled)
-        return [RawBatch(self._shard, messages)] if messages else []
+        if not messages:
+            return []
+        self._report_lag()
+        return [RawBatch(self._shard, messages, self._format)]
+
+    def _report_lag(self) -> None:
+        # The high watermark cached from the latest fetch: no request to Kafka.
+        # Before any fetch it is unknown (negative) and nothing is reported.
+        wanted = TopicPartition(self._topic, self._partition)
+        _, high = self._consumer.get_watermark_offsets(wanted, cached=True)
+        if high >= 0:
+            lag = max(0, high - self._next_offset)
+            telemetry.consumer_lag(self._topic, self._partition, lag)
 
     def next_awake(self) -> datetime | None:
         """After an error, wait a moment before asking Kafka again."""

@@ -31,11 +31,14 @@ class RawBatch:
     A flow handles a whole batch as one item, so that per-record work stays
     inside a Python loop rather than in the engine. `shard` names the source
     partition (for Kafka, "topic:partition"); windows and watermarks are kept
-    per shard.
+    per shard. `format` names the decoder of every record in the batch (see
+    `foreshock.decode`): a source reads one topic per batch, and a topic
+    carries one format.
     """
 
     shard: str
     messages: tuple[RawMessage, ...]
+    format: str = "native"
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from connectors.cloudevents import CloudEventOptions, Mode, to_cloudevent_message
 from connectors.messages import OutMessage
+from foreshock.config import OutputSettings
 from foreshock.config import TopicSettings as Topics
 from foreshock.records import (
     Anomaly,
+    DataGap,
     DeadLetter,
     EarlyWarning,
     Incident,
@@ -14,15 +20,42 @@ from foreshock.records import (
     Record,
 )
 
-__all__ = ["Topics", "to_message"]
+__all__ = ["Topics", "encoder", "to_message"]
+
+
+def encoder(topics: Topics, output: OutputSettings) -> Callable[[Record], OutMessage]:
+    """What turns each record into its Kafka message, in the configured format."""
+    if output.format == "native":
+        return _Native(topics)
+    mode: Mode = "binary" if output.format == "cloudevents-binary" else "structured"
+    options = CloudEventOptions(output.source, output.schema_base.rstrip("/"), mode)
+    return _CloudEvents(topics, options)
+
+
+@dataclass(frozen=True, slots=True)
+class _Native:
+    topics: Topics
+
+    def __call__(self, record: Record) -> OutMessage:
+        return to_message(record, self.topics)
+
+
+@dataclass(frozen=True, slots=True)
+class _CloudEvents:
+    topics: Topics
+    options: CloudEventOptions
+
+    def __call__(self, record: Record) -> OutMessage:
+        topic, key = _route(record, self.topics)
+        return to_cloudevent_message(record, topic, key, self.options)
 
 
 def to_message(record: Record, topics: Topics) -> OutMessage:
     """The Kafka record for `record`: JSON value, keyed so consumers can upsert.
 
-    KPIs, anomalies, early warnings and late events are keyed by service, so a
-    service's records stay in order on one partition; incidents by their id;
-    dead letters by the key the bad record had.
+    KPIs, anomalies, early warnings, data gaps and late events are keyed by
+    service, so a service's records stay in order on one partition; incidents
+    by their id; dead letters by the key the bad record had.
     """
     topic, key = _route(record, topics)
     kind = type(record).__name__
@@ -41,6 +74,8 @@ def _route(record: Record, topics: Topics) -> tuple[str, str | None]:
             return topics.incidents, record.id
         case EarlyWarning():
             return topics.early_warnings, record.service
+        case DataGap():
+            return topics.data_quality, record.service
         case DeadLetter():
             return topics.dead_letters, record.key
         case LateEvent():

@@ -14,8 +14,9 @@ type (to Kafka topics, a console, a list in tests).
 from __future__ import annotations
 
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import bytewax.operators as op
@@ -25,8 +26,10 @@ from bytewax.outputs import Sink
 
 from connectors.messages import RawBatch
 from flows.steps import CorrelateLogic, DetectLogic, WindowLogic
+from foreshock import telemetry
 from foreshock.config import DEFAULT_DETECTOR, DEFAULT_THRESHOLD
-from foreshock.correlation import CorrelationConfig, Correlator
+from foreshock.correlation import CorrelationConfig, Correlator, Output
+from foreshock.decode import Decoder, decode_native
 from foreshock.kpis import DEFAULT_REGISTRY, KpiRegistry
 from foreshock.records import (
     Anomaly,
@@ -53,6 +56,15 @@ class FlowConfig:
     threshold: float = DEFAULT_THRESHOLD
     topology: Topology = field(default_factory=Topology)
     correlation: CorrelationConfig = field(default_factory=CorrelationConfig)
+    # Format name -> decoder; each batch names its format (`RawBatch.format`).
+    decoders: Mapping[str, Decoder] = field(
+        default_factory=lambda: {"native": decode_native}
+    )
+    # Called with a window's start each time the window step emits its KPI
+    # records; benchmarks time the way from there to the sink with it.
+    on_window_closed: Callable[[datetime], None] | None = field(
+        default=None, compare=False
+    )
 
     def new_detector(self, direction: str) -> Detector:
         return make_detector(self.detector, direction)
@@ -64,11 +76,14 @@ def build_flow(
     config: FlowConfig,
     flow_id: str = "foreshock",
     encode: Callable[[Record], Any] | None = None,
+    alerts: Sink[Output] | None = None,
 ) -> Dataflow:
     """The main dataflow from `source` to `sink`.
 
     `encode`, when given, turns each record into what the sink takes (a Kafka
     message, say); otherwise the sink receives the records themselves.
+    `alerts`, when given, also receives every incident and early warning as
+    it is (an on-call tool such as Alertmanager, say).
     """
     flow = Dataflow(flow_id)
     batches = op.input("read", flow, source)
@@ -88,16 +103,27 @@ def build_flow(
     anomalies = op.filter_map(
         "anomalies", scored, lambda s: Anomaly.from_score(s) if s.anomalous else None
     )
+    anomalies = op.inspect("count_anomalies", anomalies, _count_anomaly)
     # ("all", KpiScore): correlation sees every service at once.
     together = op.key_on("key_all", scored, lambda _: "all")
-    correlated = op.key_rm(
-        "unkey_all", op.stateful("correlate", together, _correlate_builder(config))
-    )
+    correlate = op.stateful_batch("correlate", together, _correlate_builder(config))
+    correlated = op.key_rm("unkey_all", correlate)
+    correlated = op.inspect("count_correlated", correlated, _count_correlated)
     out = op.merge("outputs", scored, anomalies, correlated, rejected)
     if encode is not None:
         out = op.map("encode", out, encode)  # type: ignore[arg-type]
     op.output("write", out, sink)
+    if alerts is not None:
+        op.output("alert", correlated, alerts)
     return flow
+
+
+def _count_anomaly(step_id: str, anomaly: Anomaly) -> None:
+    telemetry.anomaly()
+
+
+def _count_correlated(step_id: str, output: Output) -> None:
+    telemetry.correlated([output])
 
 
 def _kpi_or_none(item: KpiRecord | DeadLetter | LateEvent) -> KpiRecord | None:
@@ -119,7 +145,7 @@ def _window_builder(config: FlowConfig) -> Callable[[bytes | None], WindowLogic]
         )
         if resume is not None:
             store.restore(pickle.loads(resume))
-        return WindowLogic(store)
+        return WindowLogic(store, config.decoders, config.on_window_closed)
 
     return build
 
@@ -129,7 +155,9 @@ def _detect_builder(config: FlowConfig) -> Callable[[bytes | None], DetectLogic]
     # detector is made on first use (see DetectLogic) unless restored.
     def build(resume: bytes | None) -> DetectLogic:
         detector = pickle.loads(resume) if resume is not None else None
-        return DetectLogic(detector, config.threshold, config.new_detector)
+        return DetectLogic(
+            detector, config.threshold, config.new_detector, config.registry.get
+        )
 
     return build
 

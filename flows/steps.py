@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import logging
 import pickle
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 
-from bytewax.operators import StatefulLogic
+from bytewax.operators import StatefulBatchLogic, StatefulLogic
 
 from connectors.messages import RawBatch, RawMessage
+from foreshock import telemetry
 from foreshock.correlation import Correlator, Output
-from foreshock.decode import Tombstone, decode
+from foreshock.decode import Decoder, Rejection, decode_native, to_dead_letter
+from foreshock.feedback import Feedback
+from foreshock.kpis import Kpi
 from foreshock.records import DeadLetter, KpiRecord, KpiScore, LateEvent
 from foreshock.schema import Event
 from foreshock.windows import WindowStore
@@ -30,36 +34,149 @@ WindowItem = KpiRecord | DeadLetter | LateEvent
 
 
 class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
-    """Decodes the batches of one shard and keeps its event-time windows."""
+    """Decodes the batches of one shard and keeps its event-time windows.
 
-    def __init__(self, store: WindowStore) -> None:
+    Each batch is decoded by the decoder of its format. A message refused
+    whole becomes a dead letter; a dropped measurement is already counted by
+    the window (the event carries it as NaN); a message excluded on purpose,
+    such as a bot's page view, is counted in `excluded` by reason.
+    """
+
+    def __init__(
+        self,
+        store: WindowStore,
+        decoders: Mapping[str, Decoder] | None = None,
+        on_window_closed: Callable[[datetime], None] | None = None,
+    ) -> None:
         self.store = store
+        self.on_window_closed = on_window_closed
+        self.decoders = dict(decoders or {"native": decode_native})
         self.tombstones = 0
+        self.excluded: Counter[str] = Counter()
 
     def on_item(self, value: RawBatch) -> tuple[Iterable[WindowItem], bool]:
         out: list[WindowItem] = []
         store = self.store
-        for message in value.messages:
-            decoded = decode(message)
-            if isinstance(decoded, Tombstone):
+        tombstones = self.tombstones
+        decoder = self.decoders.get(value.format)
+        if decoder is decode_native:
+            self._native(value.messages, out)
+        for message in value.messages if decoder is not decode_native else ():
+            if message.value is None:
                 self.tombstones += 1
                 continue
-            if isinstance(decoded, DeadLetter):
-                out.append(decoded)
+            if decoder is None:
+                out.append(to_dead_letter(message, _unknown_format(value.format)))
                 continue
-            late = store.add(decoded)
-            if late is not None:
-                out.append(
-                    _late(late.event, late.window_start, late.watermark, message)
-                )
-        out.extend(store.close_ready())
+            events, rejections = decoder(message.value)
+            for rejection in rejections:
+                self._reject(rejection, message, out)
+            for event in events:
+                late = store.add(event)
+                if late is not None:
+                    out.append(
+                        _late(late.event, late.window_start, late.watermark, message)
+                    )
+        out.extend(self._closed(store.close_ready()))
+        telemetry.window_batch(value, out, self.tombstones - tombstones)
         return out, StatefulLogic.RETAIN
 
+    def _native(self, messages: Sequence[RawMessage], out: list[WindowItem]) -> None:
+        """Native events: the fast decoder first, the pydantic model if unusual.
+
+        This loop runs once per event. The samples of the whole batch go to
+        the store in one call; dead letters and late events are then put in
+        input order, dead letters first where both concern one position.
+        """
+        samples: list[Sample] = []
+        origins: list[RawMessage] = []
+        slow: dict[int, Event] = {}
+        rejected: list[tuple[int, int, WindowItem]] = []
+        for message in messages:
+            data = message.value
+            if data is None:
+                self.tombstones += 1
+                continue
+            sample = scan_native(data)
+            if sample is not None:
+                samples.append(sample)
+                origins.append(message)
+                continue
+            events, rejections = decode_native(data)
+            for rejection in rejections:
+                self._reject(rejection, message, rejected, len(samples))
+            for event in events:
+                slow[len(samples)] = event
+                samples.append(sample_of(event))
+                origins.append(message)
+
+        for position, index, watermark_us in self.store.add_samples(samples):
+            message = origins[position]
+            event = slow.get(position) or _event_of(message)
+            watermark = EPOCH + timedelta(microseconds=watermark_us)
+            start = self.store.spec.start(index)
+            rejected.append((position, 1, _late(event, start, watermark, message)))
+        rejected.sort(key=lambda item: item[:2])
+        out.extend(item for _, _, item in rejected)
+
+    def _closed(self, records: list[KpiRecord]) -> list[KpiRecord]:
+        if self.on_window_closed is not None and records:
+            for start in sorted({r.window_start for r in records}):
+                self.on_window_closed(start)
+        return records
+
+    def _reject(
+        self,
+        rejection: Rejection,
+        message: RawMessage,
+        out: list[WindowItem] | list[tuple[int, int, WindowItem]],
+        position: int | None = None,
+    ) -> None:
+        if rejection.scope == "message":
+            letter = to_dead_letter(message, rejection)
+            if position is None:
+                out.append(letter)  # type: ignore[arg-type]
+            else:
+                out.append((position, 0, letter))  # type: ignore[arg-type]
+            return
+        # Exclusions are expected traffic (bots), not data at risk.
+        level = logging.WARNING
+        if rejection.scope == "excluded":
+            self.excluded[rejection.reason] += 1
+            level = logging.DEBUG
+        log.log(
+            level,
+            "%s rejected reason=%s field=%s topic=%s partition=%s offset=%s",
+            rejection.scope,
+            rejection.reason,
+            rejection.field,
+            message.topic,
+            message.partition,
+            message.offset,
+        )
+
     def on_eof(self) -> tuple[Iterable[WindowItem], bool]:
-        return list(self.store.close_all()), StatefulLogic.RETAIN
+        closed = self._closed(self.store.close_all())
+        telemetry.window_batch(None, closed, 0)
+        return closed, StatefulLogic.RETAIN
 
     def snapshot(self) -> bytes:
         return pickle.dumps(self.store.state(), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _event_of(message: RawMessage) -> Event:
+    # Only for a late event: the fast decoder made no model of it, and the
+    # model accepts whatever the fast decoder did.
+    events, _ = decode_native(message.value or b"")
+    return events[0]
+
+
+def _unknown_format(name: str) -> Rejection:
+    return Rejection(
+        "unknown_format",
+        f"no decoder for format {name!r} in this flow; name the topic's format "
+        "in kafka.formats",
+    )
 
 
 def _late(
@@ -97,25 +214,31 @@ class DetectLogic(StatefulLogic[KpiRecord, KpiScore, bytes]):
         detector: Detector | None,
         threshold: float,
         new_detector: Callable[[str], Detector],
+        kpi_of: Callable[[str], Kpi | None] = lambda name: None,
     ) -> None:
         self.detector = detector
         self.threshold = threshold
         self.new_detector = new_detector
+        self.kpi_of = kpi_of
 
     def on_item(self, value: KpiRecord) -> tuple[Iterable[KpiScore], bool]:
         if self.detector is None:
             self.detector = self.new_detector(value.direction)
-        return [score_window(self.detector, self.threshold, value)], False
+        kpi = self.kpi_of(value.kpi)
+        return [score_window(self.detector, self.threshold, value, kpi)], False
 
     def snapshot(self) -> bytes:
         return pickle.dumps(self.detector, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def score_window(detector: Detector, threshold: float, record: KpiRecord) -> KpiScore:
+def score_window(
+    detector: Detector, threshold: float, record: KpiRecord, kpi: Kpi | None = None
+) -> KpiScore:
     """Judge one KPI window; windows without a value never reach the model.
 
     A value counts as anomalous only on the side where the KPI hurts: a drop
-    in latency is good news, not an alert.
+    in latency is good news, not an alert. A window past the KPI's static
+    objective is anomalous whatever the detector says, and scores 1.
     """
     if record.value is None:
         return KpiScore(
@@ -136,28 +259,48 @@ def score_window(detector: Detector, threshold: float, record: KpiRecord) -> Kpi
         or (record.direction == "up" and score.side > 0)
         or (record.direction == "down" and score.side < 0)
     )
+    breached = kpi is not None and kpi.breaches(record.value)
     return KpiScore(
         kpi=record,
         detector=detector.name,
-        score=score.value,
+        score=1.0 if breached else score.value,
         expected=score.expected,
-        side=score.side,
+        side=(1 if record.direction == "up" else -1) if breached else score.side,
         detector_state=score.state,
-        anomalous=harmful and score.side != 0 and score.value >= threshold,
+        anomalous=breached
+        or (harmful and score.side != 0 and score.value >= threshold),
+        objective=kpi.objective if breached and kpi is not None else None,
     )
 
 
-class CorrelateLogic(StatefulLogic[KpiScore, Output, bytes]):
-    """Feeds every scored window to the correlator."""
+class CorrelateLogic(StatefulBatchLogic[KpiScore | Feedback, Output, bytes]):
+    """Feeds every scored window to the correlator, a batch at a time.
+
+    The detector step hands on a batch's scores grouped by series, so a batch
+    that closed several windows arrives out of window order; sorting the batch
+    puts it back before the correlator judges any window. Feedback from
+    on-call engineers is taken first: it holds from the time it was given,
+    whatever batch carries it.
+    """
 
     def __init__(self, correlator: Correlator) -> None:
         self.correlator = correlator
 
-    def on_item(self, value: KpiScore) -> tuple[Iterable[Output], bool]:
-        return self.correlator.observe(value), StatefulLogic.RETAIN
+    def on_batch(
+        self, values: list[KpiScore | Feedback]
+    ) -> tuple[Iterable[Output], bool]:
+        scores: list[KpiScore] = []
+        for value in values:
+            if isinstance(value, Feedback):
+                self.correlator.suppressions.add(value)
+            else:
+                scores.append(value)
+        ordered = sorted(scores, key=lambda s: s.kpi.window_end)
+        out = [o for score in ordered for o in self.correlator.observe(score)]
+        return out, StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[Iterable[Output], bool]:
-        return self.correlator.flush(), StatefulLogic.RETAIN
+        return self.correlator.flush(), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
         return pickle.dumps(self.correlator, protocol=pickle.HIGHEST_PROTOCOL)

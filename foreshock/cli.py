@@ -44,6 +44,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--hours", type=float, default=None)
+    demo.add_argument(
+        "--format",
+        choices=["human", "native", "cloudevents"],
+        default="human",
+        help="human: incidents and warnings as text; otherwise every message "
+        "as it would be written, one per line, `topic<TAB>value`",
+    )
     demo.set_defaults(run=_demo)
 
     run = commands.add_parser(
@@ -70,9 +77,50 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--config", type=Path, default=None)
     replay.set_defaults(run=_replay)
 
+    decode = commands.add_parser(
+        "decode",
+        help="print what Foreshock takes from each message of a file, as JSON lines",
+    )
+    decode.add_argument(
+        "--format",
+        default="native",
+        help="native, otlp_proto, otlp_json or rum (default: native)",
+    )
+    decode.add_argument(
+        "--base64",
+        action="store_true",
+        help="lines are base64 (implied for otlp_proto)",
+    )
+    decode.add_argument(
+        "--signal",
+        choices=["metrics", "traces"],
+        default=None,
+        help="the OTLP signal the messages carry (needed for otlp_proto)",
+    )
+    decode.add_argument(
+        "--config", type=Path, default=None, help="a TOML file (RUM mapping, window)"
+    )
+    decode.add_argument("file", help="one message per line; - reads standard input")
+    decode.set_defaults(run=_decode)
+
     schema = commands.add_parser("schema", help="print or write the JSON Schemas")
     schema.add_argument("--write", type=Path, default=None, help="a folder")
     schema.set_defaults(run=_schema)
+
+    topology = commands.add_parser(
+        "topology",
+        help="show the call graph in use: layers, calls, what users depend on",
+    )
+    topology.add_argument("--config", type=Path, default=None, help="a TOML file")
+    topology.add_argument("--dataset", choices=["nezha", "petshop"], default=None)
+    topology.add_argument("--data", type=Path, default=None, help="dataset folder")
+    only = topology.add_mutually_exclusive_group()
+    only.add_argument("--day", dest="subset", help="Nezha: the day (default: first)")
+    only.add_argument(
+        "--scenario", dest="subset", help="PetShop: the scenario (default: first)"
+    )
+    topology.add_argument("--format", choices=["text", "json", "dot"], default="text")
+    topology.set_defaults(run=_topology)
 
     bench = commands.add_parser("bench", help="quality benchmarks").add_subparsers(
         title="benchmarks"
@@ -91,7 +139,7 @@ def _parser() -> argparse.ArgumentParser:
 def _demo(args: argparse.Namespace) -> int:
     from foreshock.demo import run_demo
 
-    return run_demo(seed=args.seed, hours=args.hours)
+    return run_demo(seed=args.seed, hours=args.hours, output=args.format)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -108,6 +156,18 @@ def _replay(args: argparse.Namespace) -> int:
     )
 
 
+def _decode(args: argparse.Namespace) -> int:
+    from foreshock.inspection import decode_file
+
+    return decode_file(
+        args.file,
+        args.format,
+        config=args.config,
+        base64_lines=args.base64,
+        signal=args.signal,
+    )
+
+
 def _schema(args: argparse.Namespace) -> int:
     from foreshock.schemas import all_schemas, write_schemas
 
@@ -117,6 +177,12 @@ def _schema(args: argparse.Namespace) -> int:
         return 0
     print(json.dumps(all_schemas(), indent=2, sort_keys=True))
     return 0
+
+
+def _topology(args: argparse.Namespace) -> int:
+    from foreshock.topology_cli import show
+
+    return show(args.config, args.dataset, args.data, args.subset, args.format)
 
 
 def _bench_nab(args: argparse.Namespace) -> int:

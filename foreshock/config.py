@@ -12,16 +12,23 @@ import os
 import tomllib
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 
+from connectors.otlp import format_for_topic
+from connectors.otlp.settings import OtlpSettings
+from connectors.rum import RumSettings
+from foreshock.decode import format_names
 from foreshock.windows import EPOCH, WindowSpec
+
+if TYPE_CHECKING:
+    from connectors.webhook import WebhookConfig
 
 # Alerting wants a score that stays high while a KPI stays wrong, so the
 # flows run the ensemble without the repeat suppression that suits a
@@ -44,6 +51,25 @@ class KafkaSettings(_Section):
     batch_size: int = Field(default=10_000, ge=1)
     # Passed to confluent-kafka verbatim (security.protocol, sasl.*, ssl.*).
     client: dict[str, str] = Field(default_factory=dict)
+    # Input topic -> format of its records (`foreshock.decode` lists them);
+    # a topic not named here carries native events.
+    formats: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_formats(self) -> KafkaSettings:
+        known = format_names()
+        for topic, name in self.formats.items():
+            if name not in known:
+                raise ValueError(
+                    f"kafka.formats[{topic!r}] is {name!r}, not a known format; "
+                    f"use one of {', '.join(known)}"
+                )
+            if topic not in self.input_topics:
+                raise ValueError(
+                    f"kafka.formats names topic {topic!r}, which is not in "
+                    f"kafka.input_topics {self.input_topics!r}; add it there"
+                )
+        return self
 
 
 class TopicSettings(_Section):
@@ -53,6 +79,23 @@ class TopicSettings(_Section):
     early_warnings: str = "early-warnings"
     dead_letters: str = "dead-letters"
     late_events: str = "late-events"
+    data_quality: str = "data-quality"
+
+
+class OutputSettings(_Section):
+    """How records are written to their topics.
+
+    `native` is each record's own JSON; `cloudevents` wraps it in a
+    CloudEvents 1.0 structured-mode event, `cloudevents-binary` puts the
+    attributes in `ce_*` Kafka headers instead (the CloudEvents Kafka binding).
+    """
+
+    format: Literal["native", "cloudevents", "cloudevents-binary"] = "native"
+    # The CloudEvents `source`: which deployment and flow produced the event.
+    source: str = Field(default="foreshock/foreshock", min_length=1)
+    # `dataschema` is `<schema_base>/<kind>.schema.json`; point it at wherever
+    # the files of `schemas/` are published.
+    schema_base: str = Field(default="urn:foreshock:schemas", min_length=1)
 
 
 class WindowSettings(_Section):
@@ -78,6 +121,81 @@ class CorrelationSettings(_Section):
     confirm_windows: int = Field(default=1, ge=1)
 
 
+class AlertmanagerSettings(_Section):
+    """Where incidents and early warnings go as alerts; none go without `url`.
+
+    connectors/alertmanager.py says what each setting does, and
+    deploy/alertmanager.yml is a matching Alertmanager configuration.
+    """
+
+    url: str | None = None
+    runbook_url: str | None = None
+    report_url: str | None = None
+    resend_interval_s: float = Field(default=60.0, gt=0)
+    hold_s: float = Field(default=300.0, gt=0)
+    warning_hold_s: float = Field(default=1800.0, gt=0)
+    timeout_s: float = Field(default=5.0, gt=0)
+    attempts: int = Field(default=3, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AlertmanagerSettings:
+        # The connector checks its own settings; asking it here reports a
+        # mistake when the configuration is loaded, not at the first alert.
+        if self.url is not None:
+            from connectors.alertmanager import AlertmanagerConfig
+
+            AlertmanagerConfig(**self.model_dump())
+        return self
+
+
+class WebhookSettings(_Section):
+    """Where incidents and early warnings go as chat messages; none without `url`.
+
+    The payload is Slack-compatible; connectors/webhook.py says what each
+    setting does. `url` holds the webhook's secret, so it is kept out of
+    reprs and logs.
+    """
+
+    url: SecretStr | None = None
+    link: str | None = None
+    statuses: tuple[Literal["open", "updated", "resolved"], ...] = (
+        "open",
+        "resolved",
+    )
+    early_warnings: bool = True
+    timeout_s: float = Field(default=5.0, gt=0)
+    attempts: int = Field(default=4, ge=1)
+    backoff_s: float = Field(default=0.5, ge=0)
+    max_backoff_s: float = Field(default=30.0, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WebhookSettings:
+        # As for Alertmanager: a mistake is reported when the file is loaded.
+        self.config()
+        return self
+
+    def config(self) -> WebhookConfig | None:
+        """The notifier's configuration, or None when no `url` is set."""
+        from connectors.webhook import WebhookConfig
+
+        if self.url is None:
+            return None
+        fields = self.model_dump(exclude={"url"})
+        return WebhookConfig(self.url.get_secret_value(), **fields)
+
+
+class MetricsSettings(_Section):
+    """Foreshock's own Prometheus metrics (see `foreshock.telemetry`).
+
+    `foreshock run` serves them at `http://address:port/metrics` unless
+    `enabled` is false.
+    """
+
+    enabled: bool = True
+    address: str = "0.0.0.0"
+    port: int = Field(default=9479, ge=0, le=65535)
+
+
 class Settings(BaseSettings):
     """Everything a Foreshock job can be told."""
 
@@ -87,9 +205,24 @@ class Settings(BaseSettings):
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)
+    output: OutputSettings = Field(default_factory=OutputSettings)
     window: WindowSettings = Field(default_factory=WindowSettings)
     detection: DetectionSettings = Field(default_factory=DetectionSettings)
     correlation: CorrelationSettings = Field(default_factory=CorrelationSettings)
+    rum: RumSettings = Field(default_factory=RumSettings)
+    otlp: OtlpSettings = Field(default_factory=OtlpSettings)
+    alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+
+    @model_validator(mode="after")
+    def _otlp_signals(self) -> Settings:
+        # The Collector writes each OTLP signal to its own topic without naming
+        # the signal, so a bare "otlp_proto" topic takes it from otlp.signals.
+        formats = self.kafka.formats
+        for topic, name in formats.items():
+            formats[topic] = format_for_topic(topic, name, self.otlp.signals)
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -5,23 +5,32 @@ see user-facing KPIs come back to normal). It works window by window: the
 records of a window are gathered and handled together once a later window
 shows up, so the result does not depend on the order records arrive in.
 
-- A user-facing anomaly (frontend, mobile, synthetic) opens an incident, or
-  joins the open incident its services share dependencies with. Anomalies of
-  the services it depends on, within the lookback, become root-cause
-  candidates.
-- A deep-stack anomaly on a path to users, with no incident open for it, is
-  published as an early warning; if users are hit later, the incident cites
-  the warning and records the lead time.
+- A user-facing symptom (availability, errors or speed of a frontend, mobile
+  or synthetic service; their traffic is context, not a symptom) opens an
+  incident, or joins the open incident its services share dependencies
+  with. Anomalies of the services it depends on, within the lookback, become
+  root-cause candidates; an open incident keeps the evidence it has seen, so
+  a long one keeps its chain and lead time.
+- Deep-stack trouble on a path to users, with no incident open for it, is
+  published as an early warning. Services whose trouble starts within an
+  episode gap of a warning's latest member, sharing users at risk, join it
+  (same id, status "updated") instead of warning one by one. If users are
+  hit later, the incident cites the warning and records the lead time.
 - An incident resolves once every user-facing KPI that was anomalous has been
   back to normal for `resolve_after_windows` windows of real data. Missing
   data never counts as recovery.
+- Anomalies of a detector still warming up come from its plain fallback
+  rule; they page like any other unless `page_while_warming_up` is off.
 
 Ranking, for each candidate service: the strength of its anomalies, how early
 its first one started compared to users' first symptom, and where it sits on
 the call graph. A candidate whose dependencies turned anomalous no later than
-it did is probably a symptom of them and is ranked down. A rise in a service's
-request rate is demand: it points at the callers that sent it, so a release
-that multiplies calls is blamed on the caller, not on the callee it loads.
+it did is probably a symptom of them and is ranked down. A rise in request
+rate is demand: it is followed up the call graph through callers whose own
+rate rose too, to where it started (a service nobody calls, or callers whose
+rate held but who now call more per request, as after a release). The
+services it started from are credited with it; services that turned
+anomalous once that demand reached them are ranked down as loaded by it.
 """
 
 from __future__ import annotations
@@ -29,12 +38,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
+from foreshock.feedback import SuppressionBook
 from foreshock.layers import USER_FACING, Layer
 from foreshock.records import (
     Anomaly,
     Candidate,
+    DataGap,
     EarlyWarning,
     Evidence,
     Incident,
@@ -43,9 +54,11 @@ from foreshock.records import (
 )
 from foreshock.topology import Topology
 
-__all__ = ["CorrelationConfig", "Correlator"]
+__all__ = ["CorrelationConfig", "Correlator", "Output"]
 
-Output = Incident | EarlyWarning
+EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
+
+Output = Incident | EarlyWarning | DataGap
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +70,12 @@ class CorrelationConfig:
     # An anomalous series whose next anomaly comes within this gap continues
     # the same episode: its onset stays the first window.
     episode_gap_s: float = 300.0
+    # A detector still warming up judges by a plain rule (see models/); its
+    # anomalies page unless this is off, when they are only published.
+    page_while_warming_up: bool = True
+    # A service silent (every series `no_data`) for this many windows is
+    # evidence in an incident, or else a data gap.
+    silence_windows: int = 2
 
 
 @dataclass(slots=True)
@@ -74,6 +93,19 @@ class _Open:
     symptoms: dict[tuple[Layer, str, str], int]
     onset: datetime
     emitted_top: tuple[str, ...] = ()
+    # Evidence seen while open, by series: an incident longer than the
+    # lookback keeps its early evidence, and with it its chain and lead time.
+    seen: dict[tuple[Layer, str, str], Evidence] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Warning:
+    """An early warning still gathering services, and when it last grew."""
+
+    warning: EarlyWarning
+    last_seen: datetime
+    # The onset of each member's episode: a later episode warns anew.
+    onsets: dict[str, datetime] = field(default_factory=dict)
 
 
 @dataclass
@@ -82,11 +114,17 @@ class Correlator:
 
     topology: Topology = field(default_factory=Topology)
     config: CorrelationConfig = field(default_factory=CorrelationConfig)
+    # What on-call engineers said back: a suppressed series neither pages
+    # nor warns (its anomalies are still published by the flow).
+    suppressions: SuppressionBook = field(default_factory=SuppressionBook)
     _pending: dict[datetime, list[KpiScore]] = field(default_factory=dict)
     _episodes: dict[tuple[Layer, str, str], _Episode] = field(default_factory=dict)
     _open: list[_Open] = field(default_factory=list)
-    _warnings: dict[str, EarlyWarning] = field(default_factory=dict)
+    _warnings: list[_Warning] = field(default_factory=list)
     _runs: dict[tuple[Layer, str, str], int] = field(default_factory=dict)
+    # Silent services: (layer, start of the first silent window, windows).
+    _silent: dict[str, tuple[Layer, datetime, int]] = field(default_factory=dict)
+    _gaps: dict[str, DataGap] = field(default_factory=dict)
 
     def observe(self, score: KpiScore) -> list[Output]:
         """Take one scored window; handle every window older than it."""
@@ -103,16 +141,18 @@ class Correlator:
 
     def _handle(self, window_end: datetime) -> Iterator[Output]:
         scores = self._pending.pop(window_end)
+        returned = self._track_silence(scores)
         anomalies = [Anomaly.from_score(s) for s in self._confirmed(scores)]
         for a in anomalies:
             self._extend_episode(a)
         self._expire(window_end)
 
-        user = [a for a in anomalies if a.layer in USER_FACING]
+        user = [a for a in anomalies if _is_symptom(a)]
         yield from self._open_or_join(user, window_end)
         yield from self._update_open(window_end)
         deep = [a for a in anomalies if a.layer not in USER_FACING]
         yield from self._warn(deep, window_end)
+        yield from self._data_gaps(returned, window_end)
         yield from self._resolve(scores, window_end)
 
     def _confirmed(self, scores: list[KpiScore]) -> Iterator[KpiScore]:
@@ -120,7 +160,12 @@ class Correlator:
         # it has been anomalous for `confirm_windows` windows in a row.
         for s in scores:
             key = (s.kpi.layer, s.kpi.service, s.kpi.kpi)
-            run = self._runs.get(key, 0) + 1 if s.anomalous else 0
+            counts = (
+                s.anomalous
+                and (s.detector_state == "ready" or self.config.page_while_warming_up)
+                and self.suppressions.suppressed(*key, s.kpi.window_start) is None
+            )
+            run = self._runs.get(key, 0) + 1 if counts else 0
             self._runs[key] = run
             if run >= self.config.confirm_windows:
                 yield s
@@ -142,6 +187,58 @@ class Correlator:
             k for k, e in self._episodes.items() if e.last.window_end < horizon
         ]:
             del self._episodes[key]
+
+    # -- silence ------------------------------------------------------------------
+
+    def _track_silence(self, scores: list[KpiScore]) -> set[str]:
+        """Note which services sent nothing this window; return those back."""
+        states: dict[str, set[str]] = defaultdict(set)
+        first: dict[str, KpiScore] = {}
+        for s in scores:
+            states[s.kpi.service].add(s.kpi.state)
+            first.setdefault(s.kpi.service, s)
+        returned = set()
+        for service, seen in states.items():
+            if seen == {"no_data"}:
+                k = first[service].kpi
+                layer, since, n = self._silent.get(
+                    service, (k.layer, k.window_start, 0)
+                )
+                self._silent[service] = (layer, since, n + 1)
+            elif self._silent.pop(service, None) is not None:
+                returned.add(service)
+        return returned
+
+    def _silence_of(self, service: str) -> Evidence | None:
+        layer, since, n = self._silent.get(service, (Layer.API, EPOCH_UTC, 0))
+        if n < self.config.silence_windows:
+            return None
+        return Evidence.silence(layer, service, since)
+
+    def _data_gaps(self, returned: set[str], now: datetime) -> Iterator[Output]:
+        for service in sorted(returned & self._gaps.keys()):
+            gap = self._gaps.pop(service)
+            yield gap.model_copy(
+                update={"status": "closed", "until": now, "published_at": now}
+            )
+        for service in sorted(self._silent):
+            silence = self._silence_of(service)
+            if silence is None or service in self._gaps:
+                continue
+            if any(service in self._scope(c) for c in self._open):
+                continue
+            gap = DataGap(
+                id=stable_id("data-gap", service, silence.onset.isoformat()),
+                status="open",
+                service=service,
+                layer=silence.layer,
+                since=silence.onset,
+                until=None,
+                published_at=now,
+                users=self.topology.user_facing_dependents(service),
+            )
+            self._gaps[service] = gap
+            yield gap
 
     # -- incidents --------------------------------------------------------------
 
@@ -229,27 +326,66 @@ class Correlator:
     # -- early warnings -----------------------------------------------------------
 
     def _warn(self, deep: list[Anomaly], now: datetime) -> Iterator[Output]:
-        cooldown = timedelta(seconds=self.config.cooldown_s)
-        for service in sorted({a.service for a in deep}):
+        # Deep trouble that starts within an episode gap of other trouble
+        # sharing users at risk is one warning: services join it instead of
+        # paging one by one. A shift in traffic alone is not trouble; it is
+        # evidence once something breaks.
+        quiet = timedelta(seconds=self.config.cooldown_s)
+        gap = timedelta(seconds=self.config.episode_gap_s)
+        self._warnings = [g for g in self._warnings if now - g.last_seen < quiet]
+        harmful = {a.service for a in deep if a.dimension != "throughput"}
+        for onset, service, evidence in sorted(
+            (min(e.onset for e in ev), s, ev)
+            for s in harmful
+            if (ev := self._evidence_of(s))
+        ):
             at_risk = self.topology.user_facing_dependents(service)
             if not at_risk or any(service in self._scope(c) for c in self._open):
                 continue
-            last = self._warnings.get(service)
-            if last is not None and now - last.published_at < cooldown:
+            same = [g for g in self._warnings if g.onsets.get(service) == onset]
+            for g in same:
+                g.last_seen = now
+            if same:
                 continue
-            evidence = self._evidence_of(service)
-            onset = min(e.onset for e in evidence)
-            warning = EarlyWarning(
-                id=stable_id("early-warning", service, onset.isoformat()),
-                service=service,
-                layer=evidence[0].layer,
-                onset=onset,
-                published_at=now,
-                at_risk=at_risk,
-                evidence=evidence,
+            group = next(
+                (
+                    g
+                    for g in self._warnings
+                    if set(g.warning.at_risk) & set(at_risk)
+                    and onset - max(g.onsets.values()) <= gap
+                ),
+                None,
             )
-            self._warnings[service] = warning
-            yield warning
+            if group is None:
+                group = _Warning(
+                    warning=EarlyWarning(
+                        id=stable_id("early-warning", service, onset.isoformat()),
+                        service=service,
+                        layer=evidence[0].layer,
+                        onset=onset,
+                        published_at=now,
+                        at_risk=at_risk,
+                        evidence=[],
+                    ),
+                    last_seen=now,
+                )
+                self._warnings.append(group)
+                status = "open"
+            else:
+                status = "updated"
+            group.onsets[service] = onset
+            group.last_seen = now
+            old = group.warning
+            group.warning = old.model_copy(
+                update={
+                    "status": status,
+                    "published_at": now,
+                    "at_risk": sorted(set(old.at_risk) | set(at_risk)),
+                    "services": [*old.services, service],
+                    "evidence": [*old.evidence, *evidence],
+                }
+            )
+            yield group.warning
 
     # -- the picture of an incident -------------------------------------------------
 
@@ -269,16 +405,30 @@ class Correlator:
             for (layer, s, kpi), e in self._episodes.items()
             if s == service
         ]
+        silence = self._silence_of(service)
+        if silence is not None:
+            found.append(silence)
         return sorted(found, key=lambda e: (e.onset, -e.score, e.kpi))
 
     def _picture(self, current: _Open, now: datetime, status: str) -> Incident:
         scope = self._scope(current)
-        evidence = {s: ev for s in sorted(scope) if (ev := self._evidence_of(s))}
+        for s in scope:
+            for e in self._evidence_of(s):
+                key = (e.layer, e.service, e.kpi)
+                kept = current.seen.get(key)
+                if kept is not None and kept.onset < e.onset:
+                    e = e.model_copy(update={"onset": kept.onset})
+                current.seen[key] = e
+        evidence: dict[str, list[Evidence]] = defaultdict(list)
+        for e in current.seen.values():
+            evidence[e.service].append(e)
+        for ev in evidence.values():
+            ev.sort(key=lambda e: (e.onset, -e.score, e.kpi))
         user = [
             e
             for s in sorted(current.user_services)
             for e in evidence.get(s, [])
-            if e.layer in USER_FACING
+            if _is_symptom(e)
         ]
         ranked = _rank(self.topology, current, evidence)
         chain = sorted(
@@ -294,9 +444,7 @@ class Correlator:
             if first_deep is not None and first_deep < first_user
             else None
         )
-        warned = sorted(
-            w.id for s, w in self._warnings.items() if s in scope and w.onset <= now
-        )
+        warned = sorted(g.warning.id for g in self._warnings if set(g.onsets) & scope)
         title = _title(user, ranked)
         return current.incident.model_copy(
             update={
@@ -326,22 +474,29 @@ def _title(user: list[Evidence], ranked: list[Candidate]) -> str:
 def _rank(
     topology: Topology, current: _Open, evidence: dict[str, list[Evidence]]
 ) -> list[Candidate]:
-    demand = {s for s, ev in evidence.items() if _is_demand(ev)}
+    origins = _demand_origins(topology, evidence)
+    passed_on = {s for s, found in origins.items() if s not in found}
+    demand_onset: dict[str, datetime] = {}
+    for rising, found in origins.items():
+        start = min(e.onset for e in evidence[rising] if _is_throughput_up(e))
+        for o in found:
+            demand_onset[o] = min(start, demand_onset.get(o, start))
+    senders = set(demand_onset)
     scored: list[tuple[float, datetime, str, list[str], list[Evidence]]] = []
-    for service, ev in evidence.items():
+    for service in sorted(evidence.keys() | senders):
+        ev = evidence.get(service, [])
         reasons: list[str] = []
         own = [e for e in ev if not _is_throughput_up(e)]
-        induced = [
-            e
-            for callee in topology.callees(service)
-            if callee in demand
-            for e in evidence[callee]
-            if _is_throughput_up(e)
-        ]
-        if induced and service not in demand:
+        if service in origins and service not in passed_on:
+            own += [e for e in ev if _is_throughput_up(e)]
+        sent = sorted(
+            s for s, found in origins.items() if service in found and s != service
+        )
+        induced = [e for s in sent for e in evidence[s] if _is_throughput_up(e)]
+        if induced:
             reasons.append(
-                "its callees received more requests than usual: "
-                + ", ".join(sorted({e.service for e in induced}))
+                "the extra requests its callees received started here: "
+                + ", ".join(sent)
             )
         cited = own + induced
         if not cited:
@@ -352,24 +507,40 @@ def _rank(
         earliness = 1.0 + 0.5 * max(-1.0, min(1.0, lead / 900.0))
         if lead > 0:
             reasons.append(f"anomalous {lead / 60:.0f} min before users were affected")
+        # A dependency that turned anomalous once this service's extra
+        # requests reached it is loaded by them, not an explanation.
+        sent_from = demand_onset.get(service)
         explained_by = [
             d
             for d in topology.dependencies(service)
             if d in evidence
-            and d not in demand
-            and min(e.onset for e in evidence[d]) <= onset
+            and d not in origins
+            and (d_onset := min(e.onset for e in evidence[d])) <= onset
+            and (sent_from is None or d_onset < sent_from)
         ]
-        graph = 0.6 if explained_by else 1.0
+        loaded_by = sorted(
+            o
+            for o, start in demand_onset.items()
+            if o != service and service in topology.dependencies(o) and start <= onset
+        )
+        graph = 0.6 if explained_by or loaded_by else 1.0
         if explained_by:
             reasons.append(
                 "may be explained by its dependencies: "
                 + ", ".join(sorted(explained_by))
             )
-        else:
+        elif not loaded_by:
             reasons.append("no dependency of it was anomalous earlier")
-        if service in demand:
+        if loaded_by:
+            reasons.append(
+                "may be load from the extra requests sent by " + ", ".join(loaded_by)
+            )
+        if service in passed_on:
             graph *= 0.5
-            reasons.append("its request rate rose: demand from its callers")
+            reasons.append(
+                "its request rate rose: demand sent by "
+                + ", ".join(sorted(origins[service]))
+            )
         scored.append((strength * earliness * graph, onset, service, reasons, cited))
 
     scored.sort(key=lambda t: (-t[0], t[1], t[2]))
@@ -377,7 +548,7 @@ def _rank(
     return [
         Candidate(
             service=service,
-            layer=cited[0].layer,
+            layer=topology.layers.get(service, cited[0].layer),
             rank=i + 1,
             score=round(score, 4),
             onset=onset,
@@ -389,6 +560,39 @@ def _rank(
     ]
 
 
+def _demand_origins(
+    topology: Topology, evidence: dict[str, list[Evidence]]
+) -> dict[str, set[str]]:
+    """For each service whose request rate rose, where that demand came from.
+
+    Demand is followed up the call graph through callers whose own request
+    rate rose too. It stops at a service nobody calls (users came, or a
+    client started calling more: the demand starts there) or at callers whose
+    rate stayed put (they call more per request of their own, say after a
+    release: the demand starts with them, not with the service they load).
+    """
+    rising = {s for s, ev in evidence.items() if any(map(_is_throughput_up, ev))}
+    origins: dict[str, set[str]] = {}
+
+    def trace(service: str, path: frozenset[str]) -> set[str]:
+        if service in origins:
+            return origins[service]
+        callers = [c for c in topology.callers(service) if c not in path]
+        if not callers:
+            found = {service}
+        else:
+            up = [c for c in callers if c in rising]
+            found = (
+                set().union(*(trace(c, path | {c}) for c in up)) if up else set(callers)
+            )
+        origins[service] = found
+        return found
+
+    for service in sorted(rising):
+        trace(service, frozenset({service}))
+    return {s: origins[s] for s in rising}
+
+
 def _distances(topology: Topology, user_services: Iterable[str]) -> dict[str, int]:
     best: dict[str, int] = {s: 0 for s in user_services}
     for s in user_services:
@@ -397,7 +601,14 @@ def _distances(topology: Topology, user_services: Iterable[str]) -> dict[str, in
     return best
 
 
-def _is_throughput_up(e: Evidence) -> bool:
+def _is_symptom(e: Anomaly | Evidence) -> bool:
+    # What users feel: availability, errors, speed of a user-facing service.
+    # Its traffic is context: a rise is demand that may cause trouble, a fall
+    # is seen as well by the availability of the synthetic checks.
+    return e.layer in USER_FACING and e.dimension != "throughput"
+
+
+def _is_throughput_up(e: Anomaly | Evidence) -> bool:
     # Network bytes of a container rise with any work; only request rates of
     # services say that more was asked of them.
     return (
@@ -405,7 +616,3 @@ def _is_throughput_up(e: Evidence) -> bool:
         and e.direction == "up"
         and e.layer is not Layer.INFRASTRUCTURE
     )
-
-
-def _is_demand(ev: list[Evidence]) -> bool:
-    return any(_is_throughput_up(e) for e in ev)

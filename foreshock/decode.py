@@ -1,9 +1,30 @@
-"""From raw bytes to a validated event, or to a dead letter with its reason."""
+"""From raw bytes to validated events, or to a dead letter with its reason.
+
+Every input format is a decoder: a function from one message's bytes to the
+events it carries and the rejections it caused, ``(bytes) -> (events,
+rejections)``. Decoders are registered by format name ("native", "rum", ...)
+and a topic names its format in the configuration (`kafka.formats`), so the
+flow and `foreshock decode` share one lookup.
+
+A rejection says what was refused, and how much:
+
+- scope "message": nothing in the message is usable; the flow writes it to
+  the dead-letter topic with its reason.
+- scope "field": one measurement was impossible and is left out; the event
+  keeps the field as NaN, so the window counts it as rejected by field name
+  and every other measurement of the event still counts.
+- scope "excluded": the message is valid but kept out of the KPIs on purpose
+  (a bot's page view); the flow counts it by reason.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import import_module
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import ValidationError
 
@@ -11,9 +32,56 @@ from connectors.messages import RawMessage
 from foreshock.records import DeadLetter
 from foreshock.schema import EVENT_ADAPTER, Event
 
-__all__ = ["Tombstone", "decode"]
+if TYPE_CHECKING:
+    from foreshock.config import Settings
+
+__all__ = [
+    "Decoder",
+    "FormatUnavailableError",
+    "Rejection",
+    "Tombstone",
+    "UnknownFormatError",
+    "decode",
+    "decode_native",
+    "decoder_for",
+    "format_names",
+    "register_format",
+    "to_dead_letter",
+]
 
 log = logging.getLogger(__name__)
+
+Scope = Literal["message", "field", "excluded"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Something a decoder refused: a stable `reason` code and a readable detail.
+
+    `field` names the measurement left out when `scope` is "field"; `event_id`
+    says which event of the message it concerns, when the format has ids.
+    """
+
+    reason: str
+    detail: str
+    scope: Scope = "message"
+    field: str | None = None
+    event_id: str | None = None
+
+
+Decoded = tuple[list[Event], list[Rejection]]
+Decoder = Callable[[bytes], Decoded]
+# A format's decoder is built from the job's settings, so that a format with
+# options (service mapping, bot rules) reads them from the same configuration.
+DecoderFactory = Callable[["Settings"], Decoder]
+
+
+class UnknownFormatError(LookupError):
+    """No decoder is registered under the format name asked for."""
+
+
+class FormatUnavailableError(LookupError):
+    """A format is registered but the code that decodes it cannot be loaded."""
 
 
 class Tombstone:
@@ -23,36 +91,32 @@ class Tombstone:
 TOMBSTONE = Tombstone()
 
 
-def decode(message: RawMessage) -> Event | DeadLetter | Tombstone:
-    """Decode one native JSON event, or say precisely why it cannot be used."""
-    value = message.value
-    if value is None:
-        return TOMBSTONE
-    if not value.strip():
-        return _dead(message, "empty_payload", "the record's value is empty")
-
+def decode_native(data: bytes) -> Decoded:
+    """Decode one native JSON event (see `foreshock.schema`)."""
+    if not data.strip():
+        return [], [Rejection("empty_payload", "the record's value is empty")]
     try:
-        return EVENT_ADAPTER.validate_json(value)
+        return [EVENT_ADAPTER.validate_json(data)], []
     except ValidationError as error:
-        return _classify(message, error)
+        return _classify(data, error)
 
 
-def _classify(message: RawMessage, error: ValidationError) -> Event | DeadLetter:
+def _classify(data: bytes, error: ValidationError) -> Decoded:
     first = error.errors(include_url=False)[0]
     if first["type"] != "json_invalid":
-        return _dead(message, "schema", _describe(error))
+        return [], [Rejection("schema", _describe(error))]
 
     # Python's json module writes NaN and Infinity as bare tokens, which strict
     # JSON rejects; such an event is still usable, its non-finite fields are
     # dropped one by one when it is aggregated.
     try:
-        document = json.loads(message.value or b"")
+        document = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
-        return _dead(message, "json_decode_error", str(exc))
+        return [], [Rejection("json_decode_error", str(exc))]
     try:
-        return EVENT_ADAPTER.validate_python(document)
+        return [EVENT_ADAPTER.validate_python(document)], []
     except ValidationError as second:
-        return _dead(message, "schema", _describe(second))
+        return [], [Rejection("schema", _describe(second))]
 
 
 def _describe(error: ValidationError) -> str:
@@ -63,17 +127,28 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _dead(message: RawMessage, reason: str, detail: str) -> DeadLetter:
+def decode(message: RawMessage) -> Event | DeadLetter | Tombstone:
+    """Decode one native JSON event, or say precisely why it cannot be used."""
+    if message.value is None:
+        return TOMBSTONE
+    events, rejections = decode_native(message.value)
+    if events:
+        return events[0]
+    return to_dead_letter(message, rejections[0])
+
+
+def to_dead_letter(message: RawMessage, rejection: Rejection) -> DeadLetter:
+    """The dead letter for a message refused whole, with the original bytes."""
     log.warning(
         "dead letter reason=%s topic=%s partition=%s offset=%s",
-        reason,
+        rejection.reason,
         message.topic,
         message.partition,
         message.offset,
     )
     return DeadLetter(
-        reason=reason,
-        detail=detail,
+        reason=rejection.reason,
+        detail=rejection.detail,
         topic=message.topic,
         partition=message.partition,
         offset=message.offset,
@@ -81,3 +156,72 @@ def _dead(message: RawMessage, reason: str, detail: str) -> DeadLetter:
         value_b64=DeadLetter.encode(message.value),
         timestamp_ms=message.timestamp_ms,
     )
+
+
+# Format name -> where its decoder factory lives, as "module:attribute". The
+# import waits until a format is asked for, so a format whose code is absent
+# costs nothing until used and then fails with a clear message.
+_FORMATS: dict[str, str] = {
+    "native": "foreshock.decode:native_factory",
+    "rum": "connectors.rum:beacon_decoder",
+    # OTLP as the Collector's kafka exporter writes it; a topic configured as
+    # "otlp_proto" is qualified with its signal when settings are loaded.
+    "otlp_proto": "connectors.otlp:unqualified_proto_decoder",
+    "otlp_proto_metrics": "connectors.otlp:proto_metrics_decoder",
+    "otlp_proto_traces": "connectors.otlp:proto_traces_decoder",
+    "otlp_json": "connectors.otlp:json_decoder",
+    "otlp_json_metrics": "connectors.otlp:json_metrics_decoder",
+    "otlp_json_traces": "connectors.otlp:json_traces_decoder",
+}
+
+
+def native_factory(settings: Settings) -> Decoder:
+    """The native format has no options."""
+    return decode_native
+
+
+def register_format(name: str, factory: str) -> None:
+    """Register a format's decoder factory, given as "module:attribute"."""
+    if name in _FORMATS and _FORMATS[name] != factory:
+        raise ValueError(
+            f"format {name!r} is registered already (by {_FORMATS[name]!r}); "
+            "choose another name"
+        )
+    _FORMATS[name] = factory
+
+
+def format_names() -> list[str]:
+    """Every registered format name, sorted."""
+    return sorted(_FORMATS)
+
+
+def decoder_for(name: str, settings: Settings | None = None) -> Decoder:
+    """The decoder of format `name`, configured from `settings` (or defaults).
+
+    Raises `UnknownFormatError` for a name nobody registered and
+    `FormatUnavailableError` when the format's code cannot be imported.
+    """
+    location = _FORMATS.get(name)
+    if location is None:
+        raise UnknownFormatError(
+            f"unknown message format {name!r}; known formats: "
+            f"{', '.join(format_names())}"
+        )
+    factory = _load(name, location)
+    if settings is None:
+        from foreshock.config import Settings
+
+        settings = Settings()
+    return factory(settings)
+
+
+def _load(name: str, location: str) -> DecoderFactory:
+    module_name, _, attribute = location.partition(":")
+    try:
+        factory: DecoderFactory = getattr(import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise FormatUnavailableError(
+            f"format {name!r} is registered but its decoder {location!r} cannot "
+            f"be loaded ({exc}); this installation cannot decode {name!r} yet"
+        ) from exc
+    return factory

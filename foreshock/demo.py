@@ -2,7 +2,9 @@
 
 The simulation injects three failures whose cause shows deep in the stack
 before users feel it. The demo runs the very flow `foreshock run` runs, with
-the simulator as its source and the console as its sink.
+the simulator as its source and the console as its sink. With `--format
+native` or `--format cloudevents` it prints every message exactly as the
+Kafka sink would write it, `topic<TAB>value` per line, for trying consumers.
 """
 
 from __future__ import annotations
@@ -11,15 +13,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Literal
 
 from bytewax.testing import run_main
 
 from connectors.console import CallbackSink
 from connectors.iterables import IterableSource
+from connectors.routing import encoder
 from connectors.simulator import SimulatedStack, demo_stack
 from flows.pipeline import FlowConfig, Record, build_flow
-from foreshock.present import describe_incident, describe_warning
-from foreshock.records import Anomaly, DeadLetter, EarlyWarning, Incident, KpiScore
+from foreshock.config import OutputSettings, TopicSettings
+from foreshock.present import describe_gap, describe_incident, describe_warning
+from foreshock.records import (
+    Anomaly,
+    DataGap,
+    DeadLetter,
+    EarlyWarning,
+    Incident,
+    KpiScore,
+)
 
 __all__ = ["DemoReport", "run_demo", "simulate"]
 
@@ -70,8 +82,15 @@ def simulate(
     return report
 
 
-def run_demo(seed: int = 7, hours: float | None = None) -> int:
+def run_demo(
+    seed: int = 7,
+    hours: float | None = None,
+    output: Literal["human", "native", "cloudevents"] = "human",
+) -> int:
     stack = demo_stack(seed) if hours is None else demo_stack(seed, hours=hours)
+    if output != "human":
+        simulate(stack, _message_printer(OutputSettings(format=output)))
+        return 0
     print(
         f"Simulating {stack.start:%Y-%m-%d %H:%M}Z to {stack.end:%H:%M}Z: "
         f"{len(stack.topology.services())} services, "
@@ -84,18 +103,31 @@ def run_demo(seed: int = 7, hours: float | None = None) -> int:
     return 0
 
 
+def _message_printer(output: OutputSettings) -> Callable[[Record], None]:
+    encode = encoder(TopicSettings(), output)
+
+    def print_message(record: Record) -> None:
+        message = encode(record)
+        print(f"{message.topic}\t{message.value.decode()}")
+
+    return print_message
+
+
 def _print_live(record: Record) -> None:
     if isinstance(record, Incident) and record.status in ("open", "resolved"):
         print(describe_incident(record), end="\n\n", flush=True)
     elif isinstance(record, EarlyWarning):
         print(describe_warning(record), end="\n\n", flush=True)
+    elif isinstance(record, DataGap):
+        print(describe_gap(record), end="\n\n", flush=True)
 
 
 def _summary(stack: SimulatedStack, report: DemoReport, seconds: float) -> str:
     lines = [
         "Summary",
         f"  {report.windows} KPI windows scored, {report.anomalies} anomalies, "
-        f"{len(report.warnings)} early warnings, {len(report.incidents)} incidents "
+        f"{len({w.id for w in report.warnings})} early warnings, "
+        f"{len(report.incidents)} incidents "
         f"in {seconds:.1f} s",
     ]
     for failure in stack.failures:

@@ -6,16 +6,30 @@ import logging
 from pathlib import Path
 
 from bytewax.dataflow import Dataflow
+from bytewax.outputs import DynamicSink
 from bytewax.testing import run_main
 
+from connectors.alertmanager import AlertmanagerConfig, AlertmanagerSink
+from connectors.fanout import FanOutSink
 from connectors.kafka import KafkaSink, KafkaSource
-from connectors.routing import to_message
+from connectors.routing import encoder
+from connectors.webhook import WebhookSink
 from flows.pipeline import FlowConfig, build_flow
 from foreshock.config import Settings, load_settings
-from foreshock.correlation import CorrelationConfig
+from foreshock.correlation import CorrelationConfig, Output
+from foreshock.decode import Decoder, decoder_for
+from foreshock.telemetry import serve_metrics
 from foreshock.topology import Topology
 
-__all__ = ["flow_config", "kafka_flow", "replay_dataset", "run_kafka_job"]
+__all__ = [
+    "alertmanager_sink",
+    "decoders",
+    "flow_config",
+    "kafka_flow",
+    "notice_sink",
+    "replay_dataset",
+    "run_kafka_job",
+]
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +51,14 @@ def flow_config(settings: Settings, topology: Topology | None = None) -> FlowCon
             cooldown_s=c.cooldown_s,
             confirm_windows=c.confirm_windows,
         ),
+        decoders=decoders(settings),
     )
+
+
+def decoders(settings: Settings) -> dict[str, Decoder]:
+    """A decoder for native events and for every format an input topic names."""
+    names = {"native", *settings.kafka.formats.values()}
+    return {name: decoder_for(name, settings) for name in sorted(names)}
 
 
 def kafka_flow(settings: Settings, *, until_end: bool = False) -> Dataflow:
@@ -50,22 +71,60 @@ def kafka_flow(settings: Settings, *, until_end: bool = False) -> Dataflow:
         starting_offset=k.starting_offset,
         batch_size=k.batch_size,
         stop_at_end=until_end,
+        formats=k.formats,
     )
     sink = KafkaSink(client)
-    topics = settings.topics
+    encode = encoder(settings.topics, settings.output)
     return build_flow(
-        source, sink, flow_config(settings), encode=lambda r: to_message(r, topics)
+        source,
+        sink,
+        flow_config(settings),
+        encode=encode,
+        alerts=notice_sink(settings),
     )
+
+
+def alertmanager_sink(settings: Settings) -> AlertmanagerSink | None:
+    """The Alertmanager sink, if `alertmanager.url` is set."""
+    a = settings.alertmanager
+    if a.url is None:
+        return None
+    return AlertmanagerSink(AlertmanagerConfig(**a.model_dump()))
+
+
+def notice_sink(settings: Settings) -> DynamicSink[Output] | None:
+    """Where incidents and early warnings go besides Kafka, if anywhere.
+
+    Alertmanager when `alertmanager.url` is set, a chat webhook when
+    `webhook.url` is set, both at once when both are.
+    """
+    sinks: list[DynamicSink[Output]] = []
+    alertmanager = alertmanager_sink(settings)
+    if alertmanager is not None:
+        sinks.append(alertmanager)
+    webhook = settings.webhook.config()
+    if webhook is not None:
+        sinks.append(WebhookSink(webhook))
+    if len(sinks) < 2:
+        return sinks[0] if sinks else None
+    return FanOutSink(sinks)
 
 
 def run_kafka_job(config: Path | None, *, until_end: bool = False) -> int:
     settings = load_settings(config)
     log.info(
-        "starting topics=%s bootstrap=%s",
+        "starting topics=%s bootstrap=%s alertmanager=%s",
         settings.kafka.input_topics,
         settings.kafka.bootstrap_servers,
+        settings.alertmanager.url,
     )
-    run_main(kafka_flow(settings, until_end=until_end))  # type: ignore[no-untyped-call]
+    m = settings.metrics
+    metrics = serve_metrics(m.port, m.address) if m.enabled else None
+    try:
+        run_main(kafka_flow(settings, until_end=until_end))  # type: ignore[no-untyped-call]
+    finally:
+        if metrics is not None:
+            metrics.close()
     log.info("stopped")
     return 0
 

@@ -90,6 +90,20 @@ class Kpi:
     unit: str
     sources: tuple[str, ...]
     compute: Compute
+    # A static bound, as a service-level objective: a window past it on the
+    # harmful side is anomalous whatever the detector learned, so a plain
+    # breach pages even before the detector has history.
+    objective: float | None = None
+
+    def breaches(self, value: float | None) -> bool:
+        """Whether `value` lies past the objective on the harmful side."""
+        if self.objective is None or value is None:
+            return False
+        if self.direction == "down":
+            return value < self.objective
+        if self.direction == "up":
+            return value > self.objective
+        return False
 
     def applies_to(self, aggregate: Aggregate) -> bool:
         return not aggregate.kinds.isdisjoint(self.sources)
@@ -243,6 +257,8 @@ DEFAULT_REGISTRY = KpiRegistry(
             "1",
             ("synthetic_check",),
             ratio("failed_checks", "checks", complement=True),
+            # Most locations failing is an outage, with or without history.
+            objective=0.5,
         ),
         Kpi(
             "check_duration_p95_ms",

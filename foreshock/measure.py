@@ -1,146 +1,171 @@
-"""From one event to the counters and measurements of its window aggregate.
+"""From events to the counters and measurements of their window aggregate.
 
-This is the per-event work of every flow, so it stays a handful of dictionary
-updates. Each measurement is checked on its own: an impossible value (not
-finite, or negative) is left out of the KPIs and counted in
-`Aggregate.rejected` under its field name, and the rest of the event counts.
+This is the per-event work of every flow, so it is done for many events at
+once: the events of one kind, service and window are handed over together
+and each measurement is collected with one list comprehension rather than a
+chain of calls per event. A payload is anything with the payload model's
+attributes: a validated pydantic payload, or the struct the fast native
+decoder makes from the same model (`foreshock.native_scan`), so that both
+ways in share one set of rules.
+
+Each measurement is checked on its own: an impossible value (not finite, or
+negative) is left out of the KPIs and counted in `Aggregate.rejected` under
+its field name, and the rest of the event counts.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from foreshock.kpis import Aggregate
-from foreshock.schema import (
-    AppCrash,
-    AppLaunch,
-    DbQuery,
-    Heartbeat,
-    HttpRequest,
-    MetricSample,
-    PageView,
-    ResourceSample,
-    SyntheticCheck,
-    ThirdPartyCall,
-    _Payload,
-)
+from foreshock.schema import _Payload
 
-__all__ = ["observe"]
+__all__ = ["Fields", "observe", "observe_many"]
+
+# A payload of one kind, read by attribute (see the module docstring).
+Fields = Any
+_INF = math.inf
 
 
-def _count(agg: Aggregate, name: str, n: int = 1) -> None:
-    agg.counts[name] = agg.counts.get(name, 0) + n
+def _count(agg: Aggregate, name: str, n: int) -> None:
+    if n:
+        agg.counts[name] = agg.counts.get(name, 0) + n
 
 
-def _measure(agg: Aggregate, name: str, value: float | None) -> None:
-    if value is None:
+def _measure(agg: Aggregate, name: str, raw: list[Any]) -> None:
+    present = [v for v in raw if v is not None]
+    if not present:
         return
-    if not math.isfinite(value) or value < 0.0:
-        agg.rejected[name] = agg.rejected.get(name, 0) + 1
+    # NaN fails both comparisons, so it is rejected with the infinities.
+    good = [float(v) for v in present if 0.0 <= v < _INF]
+    if len(good) < len(present):
+        agg.rejected[name] = agg.rejected.get(name, 0) + len(present) - len(good)
+    if not good:
         return
     values = agg.values.get(name)
     if values is None:
-        agg.values[name] = [value]
+        agg.values[name] = good
     else:
-        values.append(value)
+        values.extend(good)
 
 
-def _page_view(agg: Aggregate, p: PageView) -> None:
-    _count(agg, "page_views")
-    if p.js_errors:
-        _count(agg, "pages_with_js_errors")
-    _measure(agg, "ttfb_ms", p.ttfb_ms)
-    _measure(agg, "dom_content_loaded_ms", p.dom_content_loaded_ms)
-    _measure(agg, "load_ms", p.load_ms)
-    _measure(agg, "lcp_ms", p.lcp_ms)
-    _measure(agg, "inp_ms", p.inp_ms)
-    _measure(agg, "cls", p.cls)
-    _measure(agg, "js_execution_ms", p.js_execution_ms)
+_PAGE_MEASUREMENTS = (
+    "ttfb_ms",
+    "dom_content_loaded_ms",
+    "load_ms",
+    "lcp_ms",
+    "inp_ms",
+    "cls",
+    "js_execution_ms",
+)
 
 
-def _app_launch(agg: Aggregate, p: AppLaunch) -> None:
-    _count(agg, "launches")
-    _measure(agg, "launch_ms", p.duration_ms)
+def _page_views(agg: Aggregate, ps: Sequence[Fields]) -> None:
+    _count(agg, "page_views", len(ps))
+    _count(agg, "pages_with_js_errors", sum(1 for p in ps if p.js_errors))
+    for name in _PAGE_MEASUREMENTS:
+        _measure(agg, name, [getattr(p, name) for p in ps])
 
 
-def _app_crash(agg: Aggregate, p: AppCrash) -> None:
-    _count(agg, "crashes")
+def _app_launches(agg: Aggregate, ps: Sequence[Fields]) -> None:
+    _count(agg, "launches", len(ps))
+    _measure(agg, "launch_ms", [p.duration_ms for p in ps])
 
 
-def _synthetic_check(agg: Aggregate, p: SyntheticCheck) -> None:
-    _count(agg, "checks")
-    if not p.success:
-        _count(agg, "failed_checks")
-    _measure(agg, "check_ms", p.duration_ms)
+def _app_crashes(agg: Aggregate, ps: Sequence[Fields]) -> None:
+    _count(agg, "crashes", len(ps))
 
 
-def _http_request(agg: Aggregate, p: HttpRequest) -> None:
-    _count(agg, "requests")
-    if p.status >= 400:
-        _count(agg, "errors")
-        if p.status >= 500:
-            _count(agg, "server_errors")
-    _measure(agg, "request_ms", p.duration_ms)
+def _synthetic_checks(agg: Aggregate, ps: Sequence[Fields]) -> None:
+    _count(agg, "checks", len(ps))
+    _count(agg, "failed_checks", sum(1 for p in ps if not p.success))
+    _measure(agg, "check_ms", [p.duration_ms for p in ps])
 
 
-def _db_query(agg: Aggregate, p: DbQuery) -> None:
-    _count(agg, "queries")
-    if p.error:
-        _count(agg, "query_errors")
-    _measure(agg, "query_ms", p.duration_ms)
+def _http_requests(agg: Aggregate, ps: Sequence[Fields]) -> None:
+    _count(agg, "requests", len(ps))
+    errors = [s for s in [p.status for p in ps] if s >= 400]
+    if errors:
+        _count(agg, "errors", len(errors))
+        _count(agg, "server_errors", sum(1 for s in errors if s >= 500))
+    _measure(agg, "request_ms", [p.duration_ms for p in ps])
 
 
-def _resource_sample(agg: Aggregate, p: ResourceSample) -> None:
-    _count(agg, "resource_samples")
-    _measure(agg, "cpu_utilisation", p.cpu_utilisation)
-    _measure(agg, "memory_utilisation", p.memory_utilisation)
-    _measure(agg, "network_rx_bytes_per_s", p.network_rx_bytes_per_s)
-    _measure(agg, "network_tx_bytes_per_s", p.network_tx_bytes_per_s)
+def _db_queries(agg: Aggregate, ps: Sequence[Fields]) -> None:
+    _count(agg, "queries", len(ps))
+    _count(agg, "query_errors", sum(1 for p in ps if p.error))
+    _measure(agg, "query_ms", [p.duration_ms for p in ps])
 
 
-def _third_party_call(agg: Aggregate, p: ThirdPartyCall) -> None:
-    _count(agg, "calls")
-    failed = p.success is False or (p.status is not None and p.status >= 500)
-    if failed:
-        _count(agg, "call_errors")
-    _measure(agg, "call_ms", p.duration_ms)
+_RESOURCE_MEASUREMENTS = (
+    "cpu_utilisation",
+    "memory_utilisation",
+    "network_rx_bytes_per_s",
+    "network_tx_bytes_per_s",
+)
 
 
-def _heartbeat(agg: Aggregate, p: Heartbeat) -> None:
-    _count(agg, "heartbeats")
+def _resource_samples(agg: Aggregate, ps: Sequence[Fields]) -> None:
+    _count(agg, "resource_samples", len(ps))
+    for name in _RESOURCE_MEASUREMENTS:
+        _measure(agg, name, [getattr(p, name) for p in ps])
 
 
-def _metric_gauge(agg: Aggregate, p: MetricSample) -> None:
+def _failed_call(p: Fields) -> bool:
+    status = p.status
+    return p.success is False or (status is not None and status >= 500)
+
+
+def _third_party_calls(agg: Aggregate, ps: Sequence[Fields]) -> None:
+    _count(agg, "calls", len(ps))
+    _count(agg, "call_errors", sum(1 for p in ps if _failed_call(p)))
+    _measure(agg, "call_ms", [p.duration_ms for p in ps])
+
+
+def _heartbeats(agg: Aggregate, ps: Sequence[Fields]) -> None:
+    _count(agg, "heartbeats", len(ps))
+
+
+def _metric_gauges(agg: Aggregate, ps: Sequence[Fields]) -> None:
     # Gauges may be negative (temperatures, balances): only non-finite values
     # are impossible here.
-    name = "metric:" + p.name
-    if not math.isfinite(p.value):
-        agg.rejected[name] = agg.rejected.get(name, 0) + 1
-        return
-    agg.values.setdefault(name, []).append(p.value)
+    for p in ps:
+        name = "metric:" + p.name
+        value = p.value
+        if not math.isfinite(value):
+            agg.rejected[name] = agg.rejected.get(name, 0) + 1
+            continue
+        agg.values.setdefault(name, []).append(float(value))
 
 
-_OBSERVERS: dict[type[_Payload], Callable[[Aggregate, _Payload], None]] = {
-    PageView: _page_view,  # type: ignore[dict-item]
-    AppLaunch: _app_launch,  # type: ignore[dict-item]
-    AppCrash: _app_crash,  # type: ignore[dict-item]
-    SyntheticCheck: _synthetic_check,  # type: ignore[dict-item]
-    HttpRequest: _http_request,  # type: ignore[dict-item]
-    DbQuery: _db_query,  # type: ignore[dict-item]
-    ResourceSample: _resource_sample,  # type: ignore[dict-item]
-    ThirdPartyCall: _third_party_call,  # type: ignore[dict-item]
-    Heartbeat: _heartbeat,  # type: ignore[dict-item]
-    MetricSample: _metric_gauge,  # type: ignore[dict-item]
+_OBSERVERS: dict[str, Callable[[Aggregate, Sequence[Fields]], None]] = {
+    "page_view": _page_views,
+    "app_launch": _app_launches,
+    "app_crash": _app_crashes,
+    "synthetic_check": _synthetic_checks,
+    "http_request": _http_requests,
+    "db_query": _db_queries,
+    "resource_sample": _resource_samples,
+    "third_party_call": _third_party_calls,
+    "heartbeat": _heartbeats,
+    "metric_sample": _metric_gauges,
 }
 
 
-def observe(agg: Aggregate, payload: _Payload) -> None:
-    """Add one event's payload to its window aggregate.
+def observe_many(agg: Aggregate, kind: str, payloads: Sequence[Fields]) -> None:
+    """Add payloads of one `kind`, all of one service and window, to `agg`.
 
-    Counter samples are not handled here: their increase depends on the
-    previous sample of the same series, which the window store keeps.
+    Each payload has the fields of a valid payload of that kind. Counter
+    samples are not handled here: their increase depends on the previous
+    sample of the same series, which the window store keeps.
     """
-    agg.events += 1
-    agg.kinds.add(payload.kind)  # type: ignore[attr-defined]
-    _OBSERVERS[type(payload)](agg, payload)
+    agg.events += len(payloads)
+    agg.kinds.add(kind)
+    _OBSERVERS[kind](agg, payloads)
+
+
+def observe(agg: Aggregate, payload: _Payload) -> None:
+    """Add one event's validated payload to its window aggregate."""
+    observe_many(agg, payload.kind, [payload])  # type: ignore[attr-defined]

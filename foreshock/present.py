@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from foreshock.records import Candidate, EarlyWarning, Incident
+from foreshock.records import Candidate, DataGap, EarlyWarning, Incident
 
-__all__ = ["describe_incident", "describe_warning"]
+__all__ = ["describe_gap", "describe_incident", "describe_warning"]
 
 
 def describe_incident(incident: Incident) -> str:
@@ -31,11 +31,31 @@ def describe_incident(incident: Incident) -> str:
 
 
 def describe_warning(warning: EarlyWarning) -> str:
+    if warning.status == "updated":
+        joined = warning.services[-1]
+        newest = [e for e in warning.evidence if e.service == joined]
+        return (
+            f"[EARLY WARNING +{joined}] {warning.id} at "
+            f"{warning.published_at:%H:%M}Z: {newest[0].describe()}"
+        )
     first = warning.evidence[0]
     return (
-        f"[EARLY WARNING] {warning.service}/{warning.layer.value} at "
-        f"{warning.published_at:%H:%M}Z: {first.describe()}; "
-        f"at risk: {', '.join(warning.at_risk)}"
+        f"[EARLY WARNING] {warning.id} at {warning.published_at:%H:%M}Z: "
+        f"{first.describe()}; at risk: {', '.join(warning.at_risk)}"
+    )
+
+
+def describe_gap(gap: DataGap) -> str:
+    if gap.status == "closed":
+        return (
+            f"[DATA GAP CLOSED] {gap.id} at {gap.published_at:%H:%M}Z: telemetry "
+            f"from {gap.layer.value}/{gap.service} flows again"
+        )
+    users = ", ".join(gap.users) or "no user-facing service"
+    return (
+        f"[DATA GAP] {gap.id} at {gap.published_at:%H:%M}Z: no telemetry from "
+        f"{gap.layer.value}/{gap.service} since {gap.since:%H:%M} while users "
+        f"({users}) are fine: check the telemetry pipeline"
     )
 
 

@@ -18,8 +18,10 @@ from foreshock.kpis import Dimension, Direction
 from foreshock.layers import Layer
 
 __all__ = [
+    "SILENCE",
     "Anomaly",
     "Candidate",
+    "DataGap",
     "DeadLetter",
     "EarlyWarning",
     "Evidence",
@@ -81,6 +83,9 @@ class KpiScore(_Record):
     side: int
     detector_state: Literal["warming_up", "ready", "skipped"]
     anomalous: bool
+    # Set when the window breached the KPI's static objective, which makes
+    # it anomalous whatever the score.
+    objective: float | None = None
 
 
 class Anomaly(_Record):
@@ -164,6 +169,11 @@ class LateEvent(_Record):
     lateness_s: float = Field(ge=0)
 
 
+# The pseudo-KPI of evidence that a service went silent: every one of its
+# series had `no_data` windows.
+SILENCE = "telemetry"
+
+
 class Evidence(_Record):
     """One anomalous KPI window cited in an incident or an early warning."""
 
@@ -193,7 +203,25 @@ class Evidence(_Record):
             window_start=a.window_start,
         )
 
+    @classmethod
+    def silence(cls, layer: Layer, service: str, since: datetime) -> Evidence:
+        """A service that sends no telemetry at all since `since`."""
+        return cls(
+            layer=layer,
+            service=service,
+            kpi=SILENCE,
+            dimension="availability",
+            direction="down",
+            value=0.0,
+            expected=None,
+            score=1.0,
+            onset=since,
+            window_start=since,
+        )
+
     def describe(self) -> str:
+        if self.kpi == SILENCE:
+            return f"no telemetry from {self.service} since {self.onset:%H:%M}"
         base = "?" if self.expected is None else f"{self.expected:.4g}"
         return (
             f"{self.layer.value}/{self.service} {self.kpi} {self.direction} "
@@ -215,7 +243,12 @@ class Candidate(_Record):
 
 
 class EarlyWarning(_Record):
-    """A deep-stack anomaly on a path to users, before users feel anything."""
+    """Deep-stack anomalies on a path to users, before users feel anything.
+
+    `service` is where the trouble showed first; `services` every service that
+    joined since, in order of onset. The same `id` is published again, with
+    status "updated", each time another service joins; consumers upsert by it.
+    """
 
     id: str
     service: str
@@ -224,6 +257,28 @@ class EarlyWarning(_Record):
     published_at: datetime
     at_risk: list[str]
     evidence: list[Evidence]
+    services: list[str] = []
+    status: Literal["open", "updated"] = "open"
+
+
+class DataGap(_Record):
+    """A service that stopped sending telemetry while its users were fine.
+
+    Missing data is a data-quality signal for whoever runs the telemetry
+    pipeline, not an outage to page the service's owners for: it opens after
+    a few silent windows with no user-facing symptom, and closes when data
+    flows again. If users are hit meanwhile, the incident cites the silence
+    as evidence instead. Consumers upsert by `id`.
+    """
+
+    id: str
+    status: Literal["open", "closed"]
+    service: str
+    layer: Layer
+    since: datetime
+    until: datetime | None
+    published_at: datetime
+    users: list[str]
 
 
 class Incident(_Record):
@@ -247,4 +302,4 @@ class Incident(_Record):
 
 
 # Everything the main dataflow publishes.
-Record = KpiScore | Anomaly | Incident | EarlyWarning | DeadLetter | LateEvent
+Record = KpiScore | Anomaly | Incident | EarlyWarning | DataGap | DeadLetter | LateEvent

@@ -1,4 +1,9 @@
-"""The JSON Schemas of what Foreshock reads and writes, kept in `schemas/`."""
+"""The JSON Schemas of what Foreshock reads and writes, kept in `schemas/`.
+
+Each output record has two: `<kind>.schema.json` for the record itself (the
+native message value, and the `data` of its CloudEvent), and
+`cloudevent-<kind>.schema.json` for the whole structured-mode CloudEvent.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,10 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from connectors.cloudevents import cloudevent_schema
 from foreshock.records import (
     Anomaly,
+    DataGap,
     DeadLetter,
     EarlyWarning,
     Incident,
@@ -24,6 +31,7 @@ _OUTPUTS: dict[str, type[BaseModel]] = {
     "anomaly": Anomaly,
     "incident": Incident,
     "early-warning": EarlyWarning,
+    "data-gap": DataGap,
     "dead-letter": DeadLetter,
     "late-event": LateEvent,
 }
@@ -34,6 +42,8 @@ def all_schemas() -> dict[str, dict[str, object]]:
     schemas = {"event": event_json_schema()}
     for name, model in _OUTPUTS.items():
         schemas[name] = model.model_json_schema()
+    for name, model in _OUTPUTS.items():
+        schemas[f"cloudevent-{name}"] = cloudevent_schema(model)
     return schemas
 
 

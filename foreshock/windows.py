@@ -7,6 +7,15 @@ the allowed lateness, a window closes once the watermark passes its end, and
 an event for a closed window is late: it is returned to the caller, never
 merged and never dropped.
 
+Events come in as samples: the event time in whole microseconds and the
+fields its window needs (see `Sample`). A batch of samples is added in one
+call; each sample is placed (or refused as late) in input order, and windows
+close as the watermark passes them, sample by sample, so nothing depends on
+how the input was batched. Measurements are not aggregated one event at a
+time: the samples of one (window, service, kind) are gathered and added to
+the window's aggregate together just before anything reads it (a close or a
+snapshot), which keeps the per-event cost to a few dictionary operations.
+
 When a window closes, every (layer, service) the shard has seen recently gets
 its KPIs for it; a service that sent nothing gets `no_data` records, so that a
 silent service is visible instead of skipped.
@@ -15,23 +24,46 @@ silent service is visible instead of skipped.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from foreshock.kpis import DEFAULT_REGISTRY, Aggregate, Kpi, KpiRegistry
 from foreshock.layers import Layer
-from foreshock.measure import observe
+from foreshock.measure import Fields, observe_many
 from foreshock.metrics_kpis import MetricKpis
 from foreshock.records import KpiRecord
-from foreshock.schema import Event, MetricSample
+from foreshock.schema import Event
 
-__all__ = ["EPOCH", "WindowSpec", "WindowStore"]
+__all__ = ["EPOCH", "Late", "Sample", "WindowSpec", "WindowStore", "sample_of"]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 
 ServiceKey = tuple[Layer, str]
+# An event as its window needs it: (event time in microseconds since the Unix
+# epoch, layer, service, payload kind, payload). The payload is read by
+# attribute: a validated payload model, or a struct with the same fields.
+Sample = tuple[int, Layer, str, str, Fields]
+# A sample refused as late: (its position in the batch, the index of its
+# window, the watermark in microseconds when it came).
+LateSample = tuple[int, int, int]
+_GroupKey = tuple[int, Layer, str, str]
+
+
+def sample_of(event: Event) -> Sample:
+    """The sample of a validated event."""
+    return (
+        (event.time - EPOCH) // _US,
+        event.layer,
+        event.service,
+        event.payload.kind,
+        event.payload,
+    )
+
+
+def _micros(t: datetime) -> int:
+    return (t - EPOCH) // _US
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +78,8 @@ class WindowSpec:
     allowed_lateness_s: float = 30.0
     align_to: datetime = EPOCH
     _length_us: int = field(init=False, repr=False, compare=False, default=0)
+    _align_us: int = field(init=False, repr=False, compare=False, default=0)
+    _lateness_us: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self) -> None:
         if self.length_s <= 0:
@@ -56,17 +90,27 @@ class WindowSpec:
             )
         if self.align_to.tzinfo is None:
             raise ValueError(f"align_to must be timezone-aware, got {self.align_to!r}")
-        # Computed once: `index` runs for every event.
+        # Computed once: window indexes are computed for every event.
         object.__setattr__(self, "_length_us", round(self.length_s * 1_000_000))
+        object.__setattr__(self, "_align_us", _micros(self.align_to))
+        lateness = timedelta(seconds=self.allowed_lateness_s) // _US
+        object.__setattr__(self, "_lateness_us", lateness)
 
     def index(self, t: datetime) -> int:
         return ((t - self.align_to) // _US) // self._length_us
+
+    def index_us(self, t_us: int) -> int:
+        """The index of the window holding `t_us` microseconds after the epoch."""
+        return (t_us - self._align_us) // self._length_us
 
     def start(self, index: int) -> datetime:
         return self.align_to + timedelta(microseconds=index * self._length_us)
 
     def end(self, index: int) -> datetime:
         return self.start(index + 1)
+
+    def end_us(self, index: int) -> int:
+        return self._align_us + (index + 1) * self._length_us
 
 
 @dataclass(slots=True)
@@ -98,94 +142,112 @@ class WindowStore:
     registry: KpiRegistry = field(default_factory=lambda: DEFAULT_REGISTRY)
     metric_kpis: MetricKpis = field(default_factory=MetricKpis)
     forget_after: int = 60
-    max_event_time: datetime | None = None
     next_to_close: int | None = None
+    _max_us: int | None = None
     _open: dict[int, dict[ServiceKey, Aggregate]] = field(default_factory=dict)
     _known: dict[ServiceKey, _Known] = field(default_factory=dict)
-    _counters: dict[tuple[object, ...], tuple[datetime | None, float]] = field(
-        default_factory=dict
-    )
+    _counters: dict[tuple[object, ...], tuple[int, float]] = field(default_factory=dict)
     _ready: list[KpiRecord] = field(default_factory=list)
     # The event time from which the watermark passes the next window to close.
-    _close_at: datetime = EPOCH
+    _close_at_us: int = 0
     _closed_any: bool = False
+    # Samples not yet in their aggregate, by (window, layer, service, kind).
+    _pending: dict[_GroupKey, tuple[Aggregate, list[Fields]]] = field(
+        default_factory=dict
+    )
 
     def state(self) -> dict[str, object]:
         """What a snapshot must keep: data only, never the KPI definitions."""
+        self._flush()
         return {
-            "max_event_time": self.max_event_time,
+            "max_event_us": self._max_us,
             "next_to_close": self.next_to_close,
             "open": self._open,
             "known": self._known,
             "counters": self._counters,
             "ready": self._ready,
-            "close_at": self._close_at,
+            "close_at_us": self._close_at_us,
             "closed_any": self._closed_any,
         }
 
     def restore(self, state: dict[str, object]) -> None:
         """Take back what `state` returned, into a store built from config."""
-        self.max_event_time = state["max_event_time"]  # type: ignore[assignment]
+        self._max_us = _restored_micros(state, "max_event_us", "max_event_time")
         self.next_to_close = state["next_to_close"]  # type: ignore[assignment]
         self._open = state["open"]  # type: ignore[assignment]
         self._known = state["known"]  # type: ignore[assignment]
         self._counters = state["counters"]  # type: ignore[assignment]
         self._ready = state["ready"]  # type: ignore[assignment]
-        self._close_at = state["close_at"]  # type: ignore[assignment]
+        self._close_at_us = _restored_micros(state, "close_at_us", "close_at") or 0
         self._closed_any = state["closed_any"]  # type: ignore[assignment]
 
     @property
-    def watermark(self) -> datetime | None:
-        if self.max_event_time is None:
+    def max_event_time(self) -> datetime | None:
+        if self._max_us is None:
             return None
-        return self.max_event_time - timedelta(seconds=self.spec.allowed_lateness_s)
+        return EPOCH + timedelta(microseconds=self._max_us)
+
+    @property
+    def watermark(self) -> datetime | None:
+        if self._max_us is None:
+            return None
+        return EPOCH + timedelta(microseconds=self._max_us - self.spec._lateness_us)
 
     def add(self, event: Event) -> Late | None:
         """Add one event to its window; return it as late if that has closed."""
-        index = self.spec.index(event.time)
-        if self.next_to_close is None or (
-            index < self.next_to_close and not self._closed_any
-        ):
-            # Before any window has closed, an earlier event only moves the
-            # first window back.
-            self.next_to_close = index
-        elif index < self.next_to_close:
-            assert self.watermark is not None
-            return Late(event, self.spec.start(index), self.watermark)
+        refused = self.add_samples([sample_of(event)])
+        if not refused:
+            return None
+        _, index, watermark_us = refused[0]
+        watermark = EPOCH + timedelta(microseconds=watermark_us)
+        return Late(event, self.spec.start(index), watermark)
 
-        windows = self._open.get(index)
-        if windows is None:
-            windows = self._open[index] = {}
-        key = (event.layer, event.service)
-        agg = windows.get(key)
-        if agg is None:
-            agg = windows[key] = Aggregate()
-        if isinstance(event.payload, MetricSample) and event.payload.type == "counter":
-            self._add_counter(agg, event, event.payload)
-        else:
-            observe(agg, event.payload)
+    def add_samples(self, samples: Sequence[Sample]) -> list[LateSample]:
+        """Add samples in order; return those refused as late.
 
-        if self.max_event_time is None or event.time > self.max_event_time:
-            self.max_event_time = event.time
-            # Windows close as the watermark passes them, event by event, so
-            # what is late does not depend on how input was batched.
-            if event.time >= self._close_at:
-                self._ready.extend(self._close_passed())
-        return None
+        This loop runs once per event, so it keeps to local names and
+        dictionary operations; aggregation waits for `_flush`.
+        """
+        late: list[LateSample] = []
+        align, length = self.spec._align_us, self.spec._length_us
+        pending = self._pending
+        for position, (t_us, layer, service, kind, fields) in enumerate(samples):
+            index = (t_us - align) // length
+            first = self.next_to_close
+            if first is None or (index < first and not self._closed_any):
+                # Before any window has closed, an earlier event only moves
+                # the first window back.
+                self.next_to_close = index
+            elif index < first:
+                assert self._max_us is not None
+                late.append((position, index, self._max_us - self.spec._lateness_us))
+                continue
+
+            if kind == "metric_sample" and fields.type == "counter":
+                agg = self._aggregate(index, layer, service)
+                self._add_counter(agg, t_us, layer, service, fields)
+            else:
+                key = (index, layer, service, kind)
+                entry = pending.get(key)
+                if entry is None:
+                    agg = self._aggregate(index, layer, service)
+                    pending[key] = (agg, [fields])
+                else:
+                    entry[1].append(fields)
+
+            if self._max_us is None or t_us > self._max_us:
+                self._max_us = t_us
+                # Windows close as the watermark passes them, event by event,
+                # so what is late does not depend on how input was batched.
+                if t_us >= self._close_at_us:
+                    self._ready.extend(self._close_passed())
+        return late
 
     def close_ready(self) -> list[KpiRecord]:
         """The records of every window the watermark has passed so far."""
         self._ready.extend(self._close_passed())
         ready, self._ready = self._ready, []
         return ready
-
-    def _close_passed(self) -> Iterator[KpiRecord]:
-        watermark = self.watermark
-        if watermark is None or self.next_to_close is None:
-            return
-        yield from self._close_through(self.spec.index(watermark) - 1)
-        lateness = timedelta(seconds=self.spec.allowed_lateness_s)
-        self._close_at = self.spec.end(self.next_to_close) + lateness
 
     def close_all(self) -> list[KpiRecord]:
         """Close every open window: the input has ended."""
@@ -194,8 +256,35 @@ class WindowStore:
             ready.extend(self._close_through(max(self._open)))
         return ready
 
+    def _aggregate(self, index: int, layer: Layer, service: str) -> Aggregate:
+        # Made on first sight, so services keep the order they first came in.
+        windows = self._open.get(index)
+        if windows is None:
+            windows = self._open[index] = {}
+        agg = windows.get((layer, service))
+        if agg is None:
+            agg = windows[(layer, service)] = Aggregate()
+        return agg
+
+    def _flush(self) -> None:
+        for (_, _, _, kind), (agg, fields) in self._pending.items():
+            observe_many(agg, kind, fields)
+        self._pending.clear()
+
+    def _close_passed(self) -> list[KpiRecord]:
+        if self._max_us is None or self.next_to_close is None:
+            return []
+        self._flush()
+        watermark_us = self._max_us - self.spec._lateness_us
+        closed = list(self._close_through(self.spec.index_us(watermark_us) - 1))
+        self._close_at_us = self.spec.end_us(self.next_to_close) + (
+            self.spec._lateness_us
+        )
+        return closed
+
     def _close_through(self, last: int) -> Iterator[KpiRecord]:
         assert self.next_to_close is not None
+        self._flush()
         while self.next_to_close <= last:
             index = self.next_to_close
             if not self._open and not self._known:
@@ -242,7 +331,8 @@ class WindowStore:
         end: datetime,
     ) -> Iterator[KpiRecord]:
         window_s = self.spec.length_s
-        for kpi in self._kpis_of(agg, known):
+        # Listed first: the loop adds to `known.kpis`, which the lookup reads.
+        for kpi in list(self._kpis_of(agg, known)):
             value = kpi.compute(agg, window_s)
             if value is not None and not math.isfinite(value):
                 value = None
@@ -272,24 +362,36 @@ class WindowStore:
             kpi = self.registry.get(name) or self.metric_kpis.get(name)
             yield _record(key, kpi, start, end, None, "no_data", 0, 0)
 
-    def _add_counter(self, agg: Aggregate, event: Event, p: MetricSample) -> None:
+    def _add_counter(
+        self, agg: Aggregate, t_us: int, layer: Layer, service: str, p: Fields
+    ) -> None:
         # A cumulative counter says how much happened since it started; the
         # window gets the increase since the previous sample. The first sample
         # of a series is only a baseline, and a counter that went down was
         # restarted: what it counts now happened since the restart.
         agg.events += 1
-        agg.kinds.add(p.kind)
+        agg.kinds.add("metric_sample")
         name = "metric:" + p.name
-        if not math.isfinite(p.value) or p.value < 0:
+        value = float(p.value)
+        if not math.isfinite(value) or value < 0:
             agg.rejected[name] = agg.rejected.get(name, 0) + 1
             return
-        series = (event.layer, event.service, p.name, tuple(sorted(p.labels.items())))
+        labels: dict[str, str] = p.labels
+        series = (layer, service, p.name, tuple(sorted(labels.items())))
         previous = self._counters.get(series)
-        self._counters[series] = (event.time, p.value)
+        self._counters[series] = (t_us, value)
         if previous is None:
             return
-        increase = p.value - previous[1] if p.value >= previous[1] else p.value
+        increase = value - previous[1] if value >= previous[1] else value
         agg.sums[name] = agg.sums.get(name, 0.0) + increase
+
+
+def _restored_micros(state: dict[str, object], key: str, older: str) -> int | None:
+    # Snapshots taken before times were kept in microseconds hold datetimes.
+    if key in state:
+        return state[key]  # type: ignore[return-value]
+    value = state.get(older)
+    return None if value is None else _micros(value)  # type: ignore[arg-type]
 
 
 def _record(

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from models.base import Detector, DetectorState, Score
 from models.ensemble import EnsembleConfig, EnsembleDetector
+from models.longtail import LongTailConfig, LongTailDetector
 from models.robust import RobustZDetector
 
 __all__ = [
@@ -24,12 +25,14 @@ __all__ = [
 ]
 
 _DIRECTIONS = ("up", "down", "both")
+_Config = TypeVar("_Config", EnsembleConfig, LongTailConfig)
 
 _VARIANTS: dict[str, Callable[[str], Detector]] = {
     "robust_z": lambda direction: RobustZDetector(direction=direction),
     "ensemble": lambda direction: EnsembleDetector(direction),
+    "longtail": lambda direction: LongTailDetector(direction),
 }
-_DEFAULT = "ensemble"
+_DEFAULT = "longtail"
 
 
 def default_detector(direction: str = "both") -> Detector:
@@ -50,20 +53,24 @@ def make_detector(name: str = "default", direction: str = "both") -> Detector:
     if direction not in _DIRECTIONS:
         raise ValueError(f"direction must be one of {_DIRECTIONS}, got {direction!r}")
     if name.startswith("ensemble:"):
-        return EnsembleDetector(direction, _config_from(name.partition(":")[2]))
+        spec = name.partition(":")[2]
+        return EnsembleDetector(direction, _config_from(EnsembleConfig(), spec))
+    if name.startswith("longtail:"):
+        spec = name.partition(":")[2]
+        return LongTailDetector(direction, _config_from(LongTailConfig(), spec))
     variant = _DEFAULT if name == "default" else name
     if variant not in _VARIANTS:
         raise ValueError(f"unknown detector {name!r}; choose from {detector_names()}")
     return _VARIANTS[variant](direction)
 
 
-def _config_from(spec: str) -> EnsembleConfig:
-    defaults = EnsembleConfig()
+def _config_from(defaults: _Config, spec: str) -> _Config:
     changes: dict[str, Any] = {}
     for item in filter(None, spec.split(",")):
         key, _, text = item.partition("=")
         if not hasattr(defaults, key):
-            raise ValueError(f"EnsembleConfig has no field {key!r} (in {spec!r})")
+            kind = type(defaults).__name__
+            raise ValueError(f"{kind} has no field {key!r} (in {spec!r})")
         kind = type(getattr(defaults, key))
         changes[key] = text.lower() == "true" if kind is bool else kind(text)
     return replace(defaults, **changes)

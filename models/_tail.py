@@ -90,6 +90,12 @@ class SlidingTail:
         low = self._sorted[0] - max(self._deficit_length(), floor)
         return min(max(x, low), high)
 
+    def upper_edge(self, floor: float) -> float:
+        """The window's maximum plus one tail length (at least `floor`)."""
+        if not self._sorted:
+            return math.inf
+        return self._sorted[-1] + max(self._excess_length(), floor)
+
     def _excess_length(self) -> float:
         k = max(1, int(_TOP_SHARE * len(self._sorted)))
         top = self._sorted[-k:]

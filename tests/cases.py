@@ -29,13 +29,7 @@ _PAYLOAD_FIELDS: dict[str, tuple[str, dict[str, str]]] = {
 
 def native(case: dict[str, Any]) -> dict[str, Any]:
     """One case event as a native event document."""
-    kind, fields = _PAYLOAD_FIELDS[case["kind"]]
-    payload: dict[str, Any] = {"kind": kind}
-    for source, target in fields.items():
-        if source in case:
-            payload[target] = case[source]
-    if kind == "db_query" and "status" in case:
-        payload["error"] = case["status"] != "ok"
+    payload = _payload(case)
     doc: dict[str, Any] = {"payload": payload}
     for source, target in (
         ("ts", "time"),
@@ -46,6 +40,34 @@ def native(case: dict[str, Any]) -> dict[str, Any]:
         if source in case:
             doc[target] = case[source]
     return doc
+
+
+def _payload(case: dict[str, Any]) -> dict[str, Any]:
+    kind = case["kind"]
+    if kind == "check_result":
+        return {
+            "kind": "synthetic_check",
+            "check": case["service"],
+            "location": case["location"],
+            "success": case["status"] == "pass",
+            "duration_ms": case["value"],
+        }
+    if kind == "page_view":
+        # The cases send one Web Vital per event, named by `metric`.
+        field = {"LCP": "lcp_ms", "INP": "inp_ms", "CLS": "cls"}[case["metric"]]
+        return {"kind": "page_view", "page": case["page"], field: case["value"]}
+    if kind not in _PAYLOAD_FIELDS:
+        # Anything else a case sends is a measurement named by its kind, as
+        # a collector's own metrics arrive.
+        return {"kind": "metric_sample", "name": kind, "value": case["value"]}
+    native_kind, fields = _PAYLOAD_FIELDS[kind]
+    payload: dict[str, Any] = {"kind": native_kind}
+    for source, target in fields.items():
+        if source in case:
+            payload[target] = case[source]
+    if native_kind == "db_query" and "status" in case:
+        payload["error"] = case["status"] != "ok"
+    return payload
 
 
 def _case_file(pattern: str) -> Path:

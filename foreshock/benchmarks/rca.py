@@ -1,21 +1,30 @@
 """Run the whole flow over labelled fault-injection data and score its incidents.
 
-Each case (for Nezha, a day) is replayed in-process through the main flow,
-with one-minute windows aligned to the epoch and the case's call graph, and
-the same parameters for every case. The incidents it publishes are then
-matched to the faults injected:
+Each case (for Nezha, a day; for PetShop, an issue) is replayed in-process
+through the main flow, with windows as long as the data's rows, the case's
+call graph, and the same parameters for every case. Cases that continue the
+same history of normal operation (PetShop's) share it: the flow runs over the
+history once with recovery on, and each case resumes from a copy of that
+state, exactly as if the history had been replayed in front of it. The
+incidents published are then matched to the faults:
 
 - An incident is judged by the root-cause ranking of its last record
   published no later than `SETTLE_S` after it opened: what an on-call
   engineer sees once the picture settles.
 - A fault is detected by the first incident that opened within
-  [inject time - `BEFORE_S`, inject time + `AFTER_S`]; an incident in the
-  windows of several faults counts for the nearest one only.
+  [fault time - `BEFORE_S`, fault time + `AFTER_S`] (a case may set its own
+  bounds: a PetShop issue's are its own rows); an incident in the windows of
+  several faults counts for the nearest one only.
 - top1 / top3 are the fractions of all faults whose incident ranks the
-  faulty service first / among its first three root causes.
-- An incident more than `AFTER_S` from every fault is a false incident.
+  faulty service first / among its first three root causes; avg5 is the mean
+  of the top-k fractions for k = 1..5.
+- median_lead_s is the median lead time of the detecting incidents that
+  have one: how long the deep stack was anomalous before users felt it.
+- An incident more than `AFTER_S` from every fault is a false incident, and
+  so is every incident opened during a shared history.
 
-Usage: `python -m foreshock.benchmarks.rca --dataset nezha --data DIR --json`.
+Usage: `python -m foreshock.benchmarks.rca --dataset nezha --data DIR --json`,
+or `--dataset petshop --data DIR [--scenario low_traffic]`.
 """
 
 from __future__ import annotations
@@ -23,20 +32,26 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import statistics
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
+from itertools import chain
 from pathlib import Path
 
+from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, run_main
 
 from connectors.iterables import IterableSource
 from connectors.messages import RawBatch
 from connectors.nezha import load_day
+from connectors.petshop import Case as PetShopCase
+from connectors.petshop import load_scenario
 from flows.pipeline import FlowConfig, Record, build_flow
 from foreshock.records import Incident
 from foreshock.topology import Topology
@@ -48,10 +63,13 @@ __all__ = [
     "DATASETS",
     "SETTLE_S",
     "Case",
+    "Dataset",
     "Detection",
     "Fault",
+    "History",
     "Score",
     "main",
+    "run_forked",
     "run_rca",
     "score",
     "settle",
@@ -65,6 +83,8 @@ BEFORE_S = 60.0
 AFTER_S = 600.0
 _BATCH_SIZE = 2_000
 _WINDOW = timedelta(minutes=1)
+# One epoch for a whole history: its state is snapshotted once, at its end.
+_ONE_EPOCH = timedelta(days=3650)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,14 +96,34 @@ class Fault:
     fault_type: str
 
 
+@dataclass(frozen=True, eq=False)
+class History:
+    """Normal operation that several cases continue; run once, then forked."""
+
+    name: str
+    batches: Callable[[], Iterable[RawBatch]]
+
+
 @dataclass(frozen=True, slots=True)
 class Case:
-    """One run of the flow: its input, call graph and the faults it holds."""
+    """One run of the flow: its input, call graph and the faults it holds.
+
+    `window` is the length of the data's rows, windows are aligned to
+    `align_to`, and `match_s` bounds how long before and after a fault an
+    incident may open to detect it. With a `history`, `batches` holds only
+    what follows it; `group` names the case's part of the dataset in the
+    summary.
+    """
 
     name: str
     batches: Callable[[], Iterable[RawBatch]]
     topology: Topology
     faults: list[Fault]
+    window: timedelta = _WINDOW
+    align_to: datetime = EPOCH
+    match_s: tuple[float, float] = (BEFORE_S, AFTER_S)
+    history: History | None = None
+    group: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +153,25 @@ class Score:
     detections: list[Detection]
     false_incidents: int
 
+    def __add__(self, other: Score) -> Score:
+        return Score(
+            self.detections + other.detections,
+            self.false_incidents + other.false_incidents,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset:
+    """How to read a dataset's cases, and how its summary names them.
+
+    `unit` is what one case is called in the summary ("days"); with `group`,
+    the summary adds a breakdown by `Case.group` under `per_<group>`.
+    """
+
+    load: Callable[[Path, str | None], list[Case]]
+    unit: str
+    group: str | None = field(default=None)
+
 
 # -- datasets --------------------------------------------------------------------
 
@@ -140,55 +199,200 @@ def _nezha_case(folder: Path) -> Case:
     return Case(nezha.name, batches, nezha.topology, faults)
 
 
-DATASETS: dict[str, Callable[[Path, str | None], list[Case]]] = {
-    "nezha": _nezha_cases,
+def _petshop_cases(data: Path, scenario: str | None) -> list[Case]:
+    root = data / "dataset"
+    folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    if scenario is not None:
+        folders = [p for p in folders if p.name == scenario]
+    if not folders:
+        raise FileNotFoundError(
+            f"no scenario folder {scenario or '*'!r} under {str(root)!r}: expected "
+            "dataset/<scenario>/graph.csv from the PetShop data"
+        )
+    return [case for folder in folders for case in _petshop_scenario(folder)]
+
+
+def _petshop_scenario(folder: Path) -> list[Case]:
+    scenario = load_scenario(folder)
+    if not scenario.cases:
+        return []
+    first = scenario.cases[0]
+    window = first.history.period or first.incident.period or _WINDOW
+    history = History(
+        scenario.name,
+        partial(first.batches, _BATCH_SIZE, split_every=window, issue=False),
+    )
+    align = first.history.rows[0][0] if first.history.rows else first.issue_start
+    return [_petshop_case(c, history, window, align) for c in scenario.cases]
+
+
+def _petshop_case(
+    case: PetShopCase, history: History, window: timedelta, align: datetime
+) -> Case:
+    fault = Fault(case.fault.time, case.fault.root_cause, case.fault.target_metric)
+    # The issue's own rows are its detection window: any incident they open.
+    before = (fault.time - case.issue_start).total_seconds()
+    after = (case.issue_end - fault.time).total_seconds()
+    batches = partial(case.batches, _BATCH_SIZE, split_every=window, history=False)
+    return Case(
+        case.name,
+        batches,
+        case.topology,
+        [fault],
+        window=window,
+        align_to=align,
+        match_s=(before, after),
+        history=history,
+        group=case.scenario,
+    )
+
+
+DATASETS: dict[str, Dataset] = {
+    "nezha": Dataset(_nezha_cases, "days"),
+    "petshop": Dataset(_petshop_cases, "cases", "scenario"),
 }
 
 
 # -- running -----------------------------------------------------------------------
 
 
-def run_rca(dataset: str, data: Path, day: str | None = None) -> dict[str, object]:
+def run_rca(dataset: str, data: Path, subset: str | None = None) -> dict[str, object]:
     """Run the flow over every case of `dataset` in `data` and score it.
 
-    `day` limits the run to one case. Returns the summary `summarise` makes,
-    with the dataset's name, the number of cases and the wall-clock seconds.
+    `subset` limits the run to one day (Nezha) or scenario (PetShop).
+    Returns the summary `summarise` makes, with the dataset's name, the
+    number of cases, a breakdown by part when the dataset has parts, and the
+    wall-clock seconds.
     """
     began = time.perf_counter()
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(DATASETS)}")
-    cases = DATASETS[dataset](data, day)
+    spec = DATASETS[dataset]
+    cases = spec.load(data, subset)
 
-    detections: list[Detection] = []
-    false_incidents = 0
-    for case in cases:
-        outcome = score(settle(run_case(case)), case.faults)
-        detections += outcome.detections
-        false_incidents += outcome.false_incidents
-
-    summary = summarise(Score(detections, false_incidents))
+    by_group: dict[str, Score] = {}
+    for group, outcome in _scores(cases):
+        by_group[group] = by_group.get(group, Score([], 0)) + outcome
+    summary = summarise(sum(by_group.values(), Score([], 0)))
+    if spec.group is not None:
+        summary[f"per_{spec.group}"] = {
+            group: _figures(outcome) for group, outcome in sorted(by_group.items())
+        }
     return {
         "dataset": dataset,
-        "days": len(cases),
+        spec.unit: len(cases),
         **summary,
         "seconds": round(time.perf_counter() - began, 1),
     }
 
 
+def _scores(cases: Sequence[Case]) -> Iterator[tuple[str, Score]]:
+    """Each case's score, and the false incidents of each shared history."""
+    shared: dict[History, list[Case]] = {}
+    for case in cases:
+        if case.history is None:
+            yield case.group, _score_case(case, run_case(case))
+        else:
+            shared.setdefault(case.history, []).append(case)
+
+    for history, group in shared.items():
+        before, runs = run_forked(history, group)
+        yield group[0].group, score(settle(before), [])
+        for case, incidents in zip(group, runs, strict=True):
+            yield case.group, _score_case(case, incidents)
+
+
+def _score_case(case: Case, incidents: Iterable[Incident]) -> Score:
+    before_s, after_s = case.match_s
+    return score(settle(incidents), case.faults, before_s, after_s)
+
+
 def run_case(case: Case) -> list[Incident]:
-    """Every incident record the flow publishes for one case, in order."""
+    """Every incident record the flow publishes for one case, in order.
+
+    A case with a history is run in one go, the history first.
+    """
     logger.info("rca case start case=%s faults=%s", case.name, len(case.faults))
-    out: list[Record] = []
-    config = FlowConfig(
-        # Each file holds one row a minute, in time order: nothing comes late.
-        window=WindowSpec(_WINDOW.total_seconds(), 0.0, EPOCH),
-        topology=case.topology,
-    )
-    flow = build_flow(IterableSource(case.batches), TestingSink(out), config)
-    run_main(flow)  # type: ignore[no-untyped-call]  # bytewax's stub leaves it bare
-    incidents = [r for r in out if isinstance(r, Incident)]
+    batches = case.batches
+    if case.history is not None:
+        batches = partial(_after, case.history.batches(), case.batches)
+    incidents = _run(batches, _flow_config(case))
     logger.info("rca case done case=%s records=%s", case.name, len(incidents))
     return incidents
+
+
+def run_forked(
+    history: History, cases: Sequence[Case]
+) -> tuple[list[Incident], list[list[Incident]]]:
+    """The incidents of a history, then those of each case that continues it.
+
+    The flow runs over the history once, with recovery on, and stops at its
+    end. Each case then resumes from a copy of that state with the history's
+    batches in front of its own: the source skips what it already read, as
+    after a crash, so each case sees what a run in one go would have seen.
+    An incident still open from the history belongs to the history.
+    """
+    config = _flow_config(cases[0])
+    if any(_flow_config(c) != config for c in cases):
+        raise ValueError(
+            f"the cases of history {history.name!r} differ in window or call "
+            "graph; a shared history needs one flow configuration"
+        )
+    head = list(history.batches())
+    logger.info("rca history start history=%s batches=%s", history.name, len(head))
+    with tempfile.TemporaryDirectory(prefix="foreshock-rca-") as tmp:
+        state = Path(tmp, "history")
+        state.mkdir()
+        init_db_dir(state, 1)  # type: ignore[no-untyped-call]
+        before = _run(partial(iter, head), config, state)
+        seen = {i.id for i in before}
+        runs: list[list[Incident]] = []
+        for n, case in enumerate(cases):
+            found = _resume(state, Path(tmp, f"case-{n}"), head, case)
+            runs.append([i for i in found if i.id not in seen])
+    logger.info("rca history done history=%s cases=%s", history.name, len(cases))
+    return before, runs
+
+
+def _resume(
+    state: Path, copy: Path, head: list[RawBatch], case: Case
+) -> list[Incident]:
+    shutil.copytree(state, copy)
+    try:
+        return _run(partial(_after, head, case.batches), _flow_config(case), copy)
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
+def _after(
+    head: Iterable[RawBatch], tail: Callable[[], Iterable[RawBatch]]
+) -> Iterator[RawBatch]:
+    return chain(head, tail())
+
+
+def _flow_config(case: Case) -> FlowConfig:
+    return FlowConfig(
+        # Each file holds one row a period, in time order: nothing comes late.
+        window=WindowSpec(case.window.total_seconds(), 0.0, case.align_to),
+        topology=case.topology,
+    )
+
+
+def _run(
+    batches: Callable[[], Iterable[RawBatch]],
+    config: FlowConfig,
+    state: Path | None = None,
+) -> list[Incident]:
+    out: list[Record] = []
+    flow = build_flow(IterableSource(batches), TestingSink(out), config)
+    # bytewax's stubs leave its constructors and `run_main` bare.
+    recovery: RecoveryConfig | None = None
+    if state is not None:
+        recovery = RecoveryConfig(state)  # type: ignore[no-untyped-call]
+    run_main(  # type: ignore[no-untyped-call]
+        flow, epoch_interval=_ONE_EPOCH, recovery_config=recovery
+    )
+    return [r for r in out if isinstance(r, Incident)]
 
 
 # -- scoring -----------------------------------------------------------------------
@@ -208,15 +412,24 @@ def settle(records: Iterable[Incident], settle_s: float = SETTLE_S) -> list[Inci
     return sorted(settled.values(), key=lambda i: (i.opened_at, i.id))
 
 
-def score(incidents: Sequence[Incident], faults: Sequence[Fault]) -> Score:
-    """Match settled incidents to faults; count the incidents no fault explains."""
+def score(
+    incidents: Sequence[Incident],
+    faults: Sequence[Fault],
+    before_s: float = BEFORE_S,
+    after_s: float = AFTER_S,
+) -> Score:
+    """Match settled incidents to faults; count the incidents no fault explains.
+
+    An incident detects a fault when it opened between `before_s` before and
+    `after_s` after it.
+    """
     claims: dict[int, list[Incident]] = {}
     false_incidents = 0
     for incident in incidents:
-        nearest = _nearest_fault(incident.opened_at, faults)
+        nearest = _nearest_fault(incident.opened_at, faults, before_s, after_s)
         if nearest is not None:
             claims.setdefault(nearest, []).append(incident)
-        elif _distance_s(incident.opened_at, faults) > AFTER_S:
+        elif _distance_s(incident.opened_at, faults) > after_s:
             false_incidents += 1
 
     detections = [
@@ -226,12 +439,14 @@ def score(incidents: Sequence[Incident], faults: Sequence[Fault]) -> Score:
     return Score(detections, false_incidents)
 
 
-def _nearest_fault(opened: datetime, faults: Sequence[Fault]) -> int | None:
+def _nearest_fault(
+    opened: datetime, faults: Sequence[Fault], before_s: float, after_s: float
+) -> int | None:
     """The index of the nearest fault whose window holds `opened`."""
     best: tuple[float, int] | None = None
     for index, fault in enumerate(faults):
         offset = (opened - fault.time).total_seconds()
-        if -BEFORE_S <= offset <= AFTER_S and (best is None or abs(offset) < best[0]):
+        if -before_s <= offset <= after_s and (best is None or abs(offset) < best[0]):
             best = (abs(offset), index)
     return None if best is None else best[1]
 
@@ -245,26 +460,39 @@ def _distance_s(opened: datetime, faults: Sequence[Fault]) -> float:
 def summarise(outcome: Score) -> dict[str, object]:
     """The figures of one score, overall and per fault type."""
     detections = outcome.detections
-    delays = [d.delay_s for d in detections if d.delay_s is not None]
     per_type: dict[str, dict[str, object]] = {}
     for fault_type in sorted({d.fault.fault_type for d in detections}):
         mine = [d for d in detections if d.fault.fault_type == fault_type]
         per_type[fault_type] = _counts(mine)
+    return {**_figures(outcome), "per_type": per_type}
+
+
+def _figures(outcome: Score) -> dict[str, object]:
+    detections = outcome.detections
+    delays = [d.delay_s for d in detections if d.delay_s is not None]
+    leads = [
+        d.incident.lead_time_s
+        for d in detections
+        if d.incident is not None and d.incident.lead_time_s is not None
+    ]
     return {
         **_counts(detections),
         "median_delay_s": statistics.median(delays) if delays else None,
+        "median_lead_s": statistics.median(leads) if leads else None,
         "false_incidents": outcome.false_incidents,
-        "per_type": per_type,
     }
 
 
 def _counts(detections: list[Detection]) -> dict[str, object]:
     total = len(detections)
+    # avg5: the mean of the top-k fractions for k = 1..5.
+    within = [sum(d.ranked_within(k) for d in detections) for k in range(1, 6)]
     return {
         "faults": total,
         "detected": sum(d.incident is not None for d in detections),
-        "top1": _fraction(sum(d.ranked_within(1) for d in detections), total),
-        "top3": _fraction(sum(d.ranked_within(3) for d in detections), total),
+        "top1": _fraction(within[0], total),
+        "top3": _fraction(within[2], total),
+        "avg5": _fraction(sum(within), 5 * total),
     }
 
 
@@ -282,11 +510,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--dataset", choices=sorted(DATASETS), required=True)
     parser.add_argument("--data", type=Path, required=True, help="dataset folder")
-    parser.add_argument("--day", default=None, help="run one case (day) only")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--day", dest="subset", help="Nezha: run one day only")
+    only.add_argument(
+        "--scenario",
+        dest="subset",
+        help="PetShop: run one scenario only (low_traffic, high_traffic)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args = parser.parse_args(argv)
 
-    result = run_rca(args.dataset, args.data, args.day)
+    result = run_rca(args.dataset, args.data, args.subset)
     if args.json:
         print(json.dumps(result))
     else:

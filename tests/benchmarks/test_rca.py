@@ -134,16 +134,26 @@ def test_summarise_gives_fractions_of_all_faults_overall_and_per_type() -> None:
 
     summary = summarise(score(incidents, FAULTS))
 
+    # avg5: cart ranked 1st counts for k = 1..5, checkout 3rd for k = 3..5,
+    # so (5 + 3) / (5 * 4) overall, 5 / 10 for cpu and 3 / 10 for delay.
     assert summary == {
         "faults": 4,
         "detected": 2,
         "top1": 0.25,
         "top3": 0.5,
+        "avg5": 0.4,
         "median_delay_s": 45.0,
+        "median_lead_s": None,
         "false_incidents": 1,
         "per_type": {
-            "cpu": {"faults": 2, "detected": 1, "top1": 0.5, "top3": 0.5},
-            "delay": {"faults": 2, "detected": 1, "top1": 0.0, "top3": 0.5},
+            "cpu": {"faults": 2, "detected": 1, "top1": 0.5, "top3": 0.5, "avg5": 0.5},
+            "delay": {
+                "faults": 2,
+                "detected": 1,
+                "top1": 0.0,
+                "top3": 0.5,
+                "avg5": 0.3,
+            },
         },
     }
 
@@ -201,7 +211,9 @@ def test_main_prints_one_json_line_for_a_tiny_day(
         "detected",
         "top1",
         "top3",
+        "avg5",
         "median_delay_s",
+        "median_lead_s",
         "false_incidents",
         "per_type",
         "seconds",

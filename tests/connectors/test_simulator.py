@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
-import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,7 +47,6 @@ FIELDS = {
 class Scan:
     """What one pass over every record of the demo stack saw."""
 
-    generation_s: float = 0.0
     count: int = 0
     batch_sizes: list[int] = field(default_factory=list)
     shards: set[str] = field(default_factory=set)
@@ -63,14 +61,12 @@ class Scan:
 
 @pytest.fixture(scope="module")
 def scan() -> Scan:
-    # Only compact values are kept, so that the time measured is generation
-    # rather than the garbage collector walking half a million records.
+    # Only compact values are kept: half a million records would be slow to
+    # hold for nothing.
     out = Scan()
     batches = STACK.batches()
     while True:
-        started = time.perf_counter()
         batch = next(batches, None)
-        out.generation_s += time.perf_counter() - started
         if batch is None:
             return out
         out.batch_sizes.append(len(batch.messages))
@@ -180,8 +176,9 @@ CATALOG_HOSTS = ("infrastructure", "catalog", "resource_sample")
 FULL_SCAN = "SELECT * FROM orders WHERE lower(customer_email) = ?"
 
 
-def test_generation_is_fast_and_within_the_event_budget(scan: Scan) -> None:
-    assert scan.generation_s < 10.0
+def test_generation_stays_within_the_event_budget(scan: Scan) -> None:
+    # How fast it generates is the demo's benchmark (bench/README.md), not a
+    # test: a loaded machine would fail it for nothing.
     assert 300_000 < scan.count <= 1_500_000
     assert set(scan.batch_sizes[:-1]) == {5000}
 

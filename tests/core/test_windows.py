@@ -178,3 +178,26 @@ def test_out_of_order_before_the_first_close_is_not_late() -> None:
         "api-a 10:00": (1 / 60, "ok"),
         "api-a 10:01": (2 / 60, "ok"),
     }
+
+
+def test_a_new_metric_gets_one_kpi_record_per_window() -> None:
+    store = WindowStore(spec=WindowSpec(60, 0, T0))
+    for second in (0, 30, 61):
+        store.add(
+            EVENT_ADAPTER.validate_python(
+                {
+                    "time": T0 + timedelta(seconds=second),
+                    "layer": "backend",
+                    "service": "orders",
+                    "payload": {
+                        "kind": "metric_sample",
+                        "name": "queue_depth",
+                        "value": 4.0,
+                    },
+                }
+            )
+        )
+
+    closed = [r for r in store.close_ready() if r.kpi == "queue_depth"]
+
+    assert [(r.window_start, r.value) for r in closed] == [(T0, 4.0)]

@@ -88,14 +88,28 @@ def test_c14_cold_start_warms_up_then_pages_by_row_42() -> None:
 
 
 def test_warm_up_fallback_rule_flags_a_tripling() -> None:
+    # Twenty windows between 295 and 310 ms: a median of 300, so 950 ms is
+    # (950 - 310) / 300 = 2.1 units of level above the highest value seen
+    # (score 1), and 600 ms is 0.97 units (score 0.48, below the threshold).
     detector = default_detector("up")
-    _feed(detector, _minutes([300.0, 310.0, 295.0, 305.0, 300.0]))
+    _feed(detector, _minutes([300.0, 310.0, 295.0, 305.0, 300.0] * 4))
 
-    score = detector.score_one(950.0, START + 10 * MINUTE)
+    tripled = detector.score_one(950.0, START + 30 * MINUTE)
+    doubled = detector.score_one(600.0, START + 30 * MINUTE)
 
-    assert score.state == "warming_up"
-    assert score.value >= THRESHOLD
-    assert score.side == 1
+    assert tripled.state == "warming_up"
+    assert tripled.value >= THRESHOLD
+    assert tripled.side == 1
+    assert doubled.value == pytest.approx((600 - 310) / 300 / 2)
+
+
+def test_warm_up_fallback_rule_is_silent_on_too_little_history() -> None:
+    # Nineteen quiet windows of zero errors, then one error in 45 requests:
+    # too little is known to wake anyone.
+    detector = default_detector("up")
+    _feed(detector, _minutes([0.0] * 19))
+
+    assert detector.score_one(1 / 45, START + 19 * MINUTE).value == 0.0
 
 
 @needs_cases

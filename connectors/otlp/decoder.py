@@ -1,0 +1,194 @@
+"""One entry point for OTLP messages: bytes in, events and rejections out.
+
+The OpenTelemetry Collector's kafka exporter writes one export request per
+message, to one topic per signal (`otlp_metrics`, `otlp_spans` by default),
+encoded as `otlp_proto` (default) or `otlp_json`. A request becomes many
+events. Whole-message failures (not OTLP, wrong signal, empty) come back as
+one rejection of scope "message", which the flow sends to the dead-letter
+topic; a point or span that cannot be used is a rejection of scope
+"excluded" while the rest of the message counts, and a message none of whose
+items could be used is refused whole.
+
+Cumulative series, recent spans and the call graph are remembered across
+messages, so one `OtlpDecoder` should read all messages of a topic partition.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from functools import partial
+from typing import TYPE_CHECKING
+
+from connectors.otlp.callgraph import CallGraph
+from connectors.otlp.events import Collected
+from connectors.otlp.metrics import MetricDecoder
+from connectors.otlp.parse import (
+    Encoding,
+    OtlpParseError,
+    detect_json_signal,
+    parse,
+)
+from connectors.otlp.placement import Placer
+from connectors.otlp.settings import OtlpSettings, Signal
+from connectors.otlp.targets import Targets
+from connectors.otlp.traces import TraceDecoder
+from foreshock.decode import Decoded, Decoder, Rejection
+
+if TYPE_CHECKING:
+    from foreshock.config import Settings
+
+__all__ = [
+    "OtlpDecoder",
+    "decode_otlp",
+    "format_for_topic",
+    "json_decoder",
+    "json_metrics_decoder",
+    "json_traces_decoder",
+    "proto_metrics_decoder",
+    "proto_traces_decoder",
+    "unqualified_proto_decoder",
+]
+
+log = logging.getLogger(__name__)
+
+
+class OtlpDecoder:
+    """Decodes OTLP export requests into Foreshock events.
+
+    `call_graph` accumulates the caller -> callee edges seen in traces; its
+    `topology()` is what `foreshock.topology` reads.
+    """
+
+    def __init__(self, settings: OtlpSettings | None = None) -> None:
+        self.settings = settings if settings is not None else OtlpSettings()
+        self.call_graph = CallGraph()
+        placer = Placer(self.settings)
+        targets = Targets(self.settings)
+        self._metrics = MetricDecoder(self.settings, placer, targets)
+        self._traces = TraceDecoder(self.settings, placer, targets, self.call_graph)
+
+    def decode(self, data: bytes, signal: Signal, encoding: Encoding) -> Decoded:
+        """The events in one message, and what in it could not be used."""
+        empty = not data if encoding == "proto" else not data.strip()
+        if empty:
+            return [], [Rejection("empty_payload", "the record's value is empty")]
+        try:
+            request = parse(data, signal, encoding)
+        except OtlpParseError as error:
+            return [], [Rejection(error.reason, error.detail)]
+
+        out = Collected()
+        if signal == "metrics":
+            self._metrics.decode(request, out)  # type: ignore[arg-type]
+        else:
+            self._traces.decode(request, out)  # type: ignore[arg-type]
+        return out.events, _summarised(out)
+
+    def decode_json(self, data: bytes) -> Decoded:
+        """Decode OTLP/JSON of either signal, told apart by its top-level member."""
+        if not data.strip():
+            return [], [Rejection("empty_payload", "the record's value is empty")]
+        try:
+            signal = detect_json_signal(data)
+        except OtlpParseError as error:
+            return [], [Rejection(error.reason, error.detail)]
+        return self.decode(data, signal, "json")
+
+
+def _summarised(out: Collected) -> list[Rejection]:
+    if not out.rejections:
+        return []
+    reasons = Counter(r.reason for r in out.rejections)
+    log.warning(
+        "otlp items rejected count=%s reasons=%s used=%s",
+        len(out.rejections),
+        dict(reasons),
+        len(out.events),
+    )
+    if out.events:
+        return out.rejections
+    # Nothing in the message could be used: it is refused whole, so that it
+    # reaches the dead-letter topic with its bytes.
+    first = out.rejections[0]
+    detail = f"no item could be used ({dict(reasons)}); first: {first.detail}"
+    return [Rejection(first.reason, detail)]
+
+
+def decode_otlp(
+    data: bytes,
+    signal: Signal,
+    encoding: Encoding,
+    *,
+    decoder: OtlpDecoder | None = None,
+) -> Decoded:
+    """Decode one OTLP message, as the flow would.
+
+    Without `decoder`, a fresh one is used: cumulative series are then met
+    for the first time, so old ones give baselines only.
+    """
+    return (decoder or OtlpDecoder()).decode(data, signal, encoding)
+
+
+def format_for_topic(topic: str, format: str, signals: dict[str, Signal]) -> str:
+    """The registered format of a topic configured as `otlp_proto` or `otlp_json`.
+
+    The Collector encodes each signal on its own topic without saying which
+    signal it is, so the signal comes from the topic (`otlp.signals`).
+    OTLP/JSON names its signal itself and may stay unqualified. Other formats
+    are returned unchanged.
+    """
+    if format not in ("otlp_proto", "otlp_json"):
+        return format
+    signal = signals.get(topic)
+    if signal is not None:
+        return f"{format}_{signal}"
+    if format == "otlp_json":
+        return format
+    raise ValueError(
+        f"topic {topic!r} is read as 'otlp_proto' but its signal is unknown; "
+        f'add it to [otlp.signals] ({topic} = "metrics" or "traces") or '
+        "name the format 'otlp_proto_metrics' or 'otlp_proto_traces'"
+    )
+
+
+def _settings_of(settings: Settings) -> OtlpSettings:
+    return settings.otlp
+
+
+def proto_metrics_decoder(settings: Settings) -> Decoder:
+    """The decoder of format "otlp_proto_metrics"."""
+    decoder = OtlpDecoder(_settings_of(settings))
+    return partial(decoder.decode, signal="metrics", encoding="proto")
+
+
+def proto_traces_decoder(settings: Settings) -> Decoder:
+    """The decoder of format "otlp_proto_traces"."""
+    decoder = OtlpDecoder(_settings_of(settings))
+    return partial(decoder.decode, signal="traces", encoding="proto")
+
+
+def json_metrics_decoder(settings: Settings) -> Decoder:
+    """The decoder of format "otlp_json_metrics"."""
+    decoder = OtlpDecoder(_settings_of(settings))
+    return partial(decoder.decode, signal="metrics", encoding="json")
+
+
+def json_traces_decoder(settings: Settings) -> Decoder:
+    """The decoder of format "otlp_json_traces"."""
+    decoder = OtlpDecoder(_settings_of(settings))
+    return partial(decoder.decode, signal="traces", encoding="json")
+
+
+def unqualified_proto_decoder(settings: Settings) -> Decoder:
+    """Refuses to build: protobuf OTLP needs the signal its topic carries."""
+    raise ValueError(
+        "format 'otlp_proto' needs its topic's signal; configure the topic in "
+        "kafka.formats (with [otlp.signals]) or use 'otlp_proto_metrics' or "
+        "'otlp_proto_traces'"
+    )
+
+
+def json_decoder(settings: Settings) -> Decoder:
+    """The decoder of format "otlp_json": either signal, told by the document."""
+    return OtlpDecoder(_settings_of(settings)).decode_json

@@ -1,0 +1,77 @@
+"""Long-memory tail probabilities from block maxima.
+
+Keeping every value of a long history is too costly per series, yet a spike
+is only rare if nothing like it happened for a long time. The largest (and
+smallest) value of each block of `block` consecutive values keeps what the
+tails need: the share of blocks whose maximum reaches `x` estimates how often
+a block holds a value that high, and, values being roughly independent within
+a block, the per-value tail probability follows as `1 - (1 - share)^(1/block)`.
+Beyond the highest block maximum the tail decays exponentially, with the mean
+excess of the top block maxima as its length, as for a Gumbel-type tail.
+`blocks` maxima of `block` values each remember `blocks * block` values.
+"""
+
+from __future__ import annotations
+
+import math
+
+from models._tail import SlidingTail
+
+__all__ = ["BlockTail"]
+
+# Below this many closed blocks the estimate is not trusted (returns None).
+_MIN_BLOCKS = 8
+
+
+class BlockTail:
+    """Sliding windows of the maxima and negated minima of recent blocks."""
+
+    def __init__(self, block: int, blocks: int) -> None:
+        self.block = block
+        self._maxima = SlidingTail(blocks)
+        self._minima = SlidingTail(blocks)
+        self._count = 0
+        self._high = -math.inf
+        self._low = math.inf
+
+    def ready(self) -> bool:
+        """Whether enough blocks have closed to judge a value."""
+        return len(self._maxima) >= _MIN_BLOCKS
+
+    def add(self, x: float) -> None:
+        """Count `x` in the current block, closing it when full."""
+        self._high = max(self._high, x)
+        self._low = min(self._low, x)
+        self._count += 1
+        if self._count == self.block:
+            self._maxima.add(self._high)
+            self._minima.add(-self._low)
+            self._count = 0
+            self._high = -math.inf
+            self._low = math.inf
+
+    def upper_decades(self, x: float, floor: float) -> float:
+        """-log10 of the per-value probability of a value >= `x`."""
+        return self._decades(self._maxima.upper_decades(x, floor))
+
+    def lower_decades(self, x: float, floor: float) -> float:
+        """-log10 of the per-value probability of a value <= `x`."""
+        return self._decades(self._minima.upper_decades(-x, floor))
+
+    def clip(self, x: float, floor: float) -> float:
+        """`x` held to one tail length beyond the highest and lowest blocks."""
+        if not self.ready():
+            return x
+        high = self._maxima.upper_edge(floor)
+        low = -self._minima.upper_edge(floor)
+        return min(max(x, low), high)
+
+    def _decades(self, block_decades: float) -> float:
+        share = math.pow(10.0, -block_decades)
+        if share >= 1.0:
+            return 0.0
+        if share < 1e-6:
+            # 1 - (1 - s)^(1/b) is s / b to first order; exact form underflows.
+            return block_decades + math.log10(self.block)
+        per_value = -math.expm1(math.log1p(-share) / self.block)
+        return -math.log10(per_value)

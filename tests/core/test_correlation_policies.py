@@ -1,0 +1,252 @@
+"""What pages and what does not: warm-up, demand, warning groups, long incidents.
+
+Each test feeds hand-built scored windows, one minute each, and checks the
+incidents and early warnings against what the rules stated in
+`foreshock.correlation` imply for that input.
+"""
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from flows.steps import CorrelateLogic
+from foreshock.correlation import CorrelationConfig, Correlator, Output
+from foreshock.kpis import Dimension
+from foreshock.layers import Layer
+from foreshock.records import EarlyWarning, Incident, KpiRecord, KpiScore
+from foreshock.topology import Topology
+
+T0 = datetime(2025, 3, 4, 8, 0, tzinfo=UTC)
+
+# web and app call the api; the api calls orders and catalog; both use the db.
+SHOP = Topology.from_edges(
+    [
+        ("web", "api"),
+        ("app", "api"),
+        ("api", "orders"),
+        ("api", "catalog"),
+        ("orders", "db"),
+        ("catalog", "db"),
+    ],
+    {
+        "web": Layer.FRONTEND,
+        "app": Layer.MOBILE,
+        "api": Layer.API,
+        "orders": Layer.BACKEND,
+        "catalog": Layer.BACKEND,
+        "db": Layer.DATABASE,
+    },
+)
+
+# (layer, service, kpi, dimension)
+Series = tuple[Layer, str, str, Dimension]
+PAGE_LOAD: Series = (Layer.FRONTEND, "web", "page_load_p75_ms", "speed")
+AJAX_PER_PAGE: Series = (Layer.FRONTEND, "web", "ajax_per_page", "throughput")
+API_RATE: Series = (Layer.API, "api", "requests_per_s", "throughput")
+ORDERS_RATE: Series = (Layer.BACKEND, "orders", "requests_per_s", "throughput")
+ORDERS_LATENCY: Series = (Layer.BACKEND, "orders", "latency_p95_ms", "speed")
+CATALOG_LATENCY: Series = (Layer.BACKEND, "catalog", "latency_p95_ms", "speed")
+CATALOG_RATE: Series = (Layer.BACKEND, "catalog", "requests_per_s", "throughput")
+DB_RATE: Series = (Layer.DATABASE, "db", "queries_per_s", "throughput")
+DB_TIME: Series = (Layer.DATABASE, "db", "query_time_p95_ms", "speed")
+
+
+def _score(
+    minute: int, series: Series, bad: bool, detector_state: str = "ready"
+) -> KpiScore:
+    layer, service, kpi, dimension = series
+    start = T0 + timedelta(minutes=minute)
+    record = KpiRecord(
+        layer=layer,
+        service=service,
+        kpi=kpi,
+        dimension=dimension,
+        direction="both" if dimension == "throughput" else "up",
+        unit="1",
+        window_start=start,
+        window_end=start + timedelta(minutes=1),
+        value=3.0 if bad else 1.0,
+        state="ok",
+    )
+    return KpiScore(
+        kpi=record,
+        detector="test",
+        score=0.95 if bad else 0.1,
+        expected=1.0,
+        side=1,
+        detector_state=detector_state,  # type: ignore[arg-type]
+        anomalous=bad,
+    )
+
+
+def _feed(
+    correlator: Correlator,
+    minutes: int,
+    bad: dict[Series, tuple[int, int]],
+    warming_until: int = 0,
+) -> list[Output]:
+    """Every series of `bad` each minute; bad within its [from, until) minutes."""
+    out: list[Output] = []
+    for minute in range(minutes):
+        state = "warming_up" if minute < warming_until else "ready"
+        for series, (start, until) in bad.items():
+            score = _score(minute, series, start <= minute < until, state)
+            out += correlator.observe(score)
+    return out + correlator.flush()
+
+
+def _incidents(out: Iterable[Output]) -> list[Incident]:
+    return [o for o in out if isinstance(o, Incident)]
+
+
+def _warnings(out: Iterable[Output]) -> list[EarlyWarning]:
+    return [o for o in out if isinstance(o, EarlyWarning)]
+
+
+def test_warming_up_anomalies_page_unless_configured_not_to() -> None:
+    bad = {PAGE_LOAD: (2, 5), DB_TIME: (1, 5)}
+    quiet = CorrelationConfig(page_while_warming_up=False)
+
+    paging = _feed(Correlator(SHOP), minutes=8, bad=bad, warming_until=6)
+    silent = _feed(Correlator(SHOP, quiet), minutes=8, bad=bad, warming_until=6)
+
+    assert [i.status for i in _incidents(paging)][:1] == ["open"]
+    assert [w.services for w in _warnings(paging)] == [["db"]]
+    assert silent == []
+
+
+def test_more_traffic_at_the_front_end_is_not_a_user_symptom() -> None:
+    out = _feed(Correlator(SHOP), minutes=8, bad={AJAX_PER_PAGE: (2, 6)})
+
+    assert _incidents(out) == []
+    # Nor is it deep-stack trouble to warn about.
+    assert _warnings(out) == []
+
+
+def test_extra_calls_from_the_front_end_blame_it_not_the_services_they_load() -> None:
+    # A release makes web call the api twice per page: the api, orders and the
+    # db see more requests from minute 2, orders slows down at once, and the
+    # pages load slowly from minute 4.
+    bad = {
+        AJAX_PER_PAGE: (2, 20),
+        API_RATE: (2, 20),
+        ORDERS_RATE: (2, 20),
+        DB_RATE: (2, 20),
+        ORDERS_LATENCY: (2, 20),
+        PAGE_LOAD: (4, 20),
+    }
+
+    out = _feed(Correlator(SHOP), minutes=10, bad=bad)
+
+    incident = _incidents(out)[-1]
+    ranked = [c.service for c in incident.root_causes]
+    assert ranked[0] == "web"
+    web = incident.root_causes[0]
+    assert any("started here: api, db, orders" in r for r in web.reasons)
+    orders = next(c for c in incident.root_causes if c.service == "orders")
+    assert any("extra requests sent by web" in r for r in orders.reasons)
+    # The demand showed at minute 2, users felt it at minute 4.
+    assert incident.lead_time_s == 120
+
+
+def test_a_service_slowed_by_the_extra_calls_is_ranked_below_their_sender() -> None:
+    # As above, but orders' own request rate is too noisy to be flagged: its
+    # slowdown, starting with the extra calls, is still load from web.
+    bad = {
+        AJAX_PER_PAGE: (2, 20),
+        API_RATE: (2, 20),
+        CATALOG_RATE: (2, 20),
+        DB_RATE: (2, 20),
+        ORDERS_LATENCY: (2, 20),
+        PAGE_LOAD: (4, 20),
+    }
+
+    out = _feed(Correlator(SHOP), minutes=10, bad=bad)
+
+    incident = _incidents(out)[-1]
+    assert [c.service for c in incident.root_causes][:2] == ["web", "orders"]
+    web, orders = incident.root_causes[:2]
+    assert "no dependency of it was anomalous earlier" in web.reasons
+    assert any("extra requests sent by web" in r for r in orders.reasons)
+    # score = strength x earliness x graph. Both started at minute 2, two
+    # minutes before users: earliness 1 + 0.5 x 120/900. web cites five
+    # series at 0.95 (its page load, its calls per page, and the rises at
+    # api, catalog and db): 0.95 + 4 x 0.05. orders cites one and is ranked
+    # down as loaded (x 0.6).
+    earliness = 1 + 0.5 * 120 / 900
+    assert web.score == pytest.approx(1.15 * earliness, abs=1e-4)
+    assert orders.score == pytest.approx(0.95 * earliness * 0.6, abs=1e-4)
+
+
+def test_more_queries_per_request_blame_the_caller_whose_own_rate_held() -> None:
+    # orders starts issuing more queries per request: the db sees more
+    # queries, orders' own request rate stays put, so orders is where the
+    # demand starts. catalog, the db's other caller, is equally suspect from
+    # the call graph alone, but orders is also slower: its own evidence
+    # breaks the tie.
+    bad = {
+        DB_RATE: (2, 20),
+        DB_TIME: (3, 20),
+        ORDERS_LATENCY: (3, 20),
+        ORDERS_RATE: (99, 99),
+        PAGE_LOAD: (5, 20),
+    }
+
+    out = _feed(Correlator(SHOP), minutes=10, bad=bad)
+
+    ranked = [c.service for c in _incidents(out)[-1].root_causes]
+    assert ranked[0] == "orders"
+    assert "catalog" in ranked
+
+
+def test_deep_trouble_starting_together_is_one_warning_that_grows() -> None:
+    # orders slows at minute 2, the db at minute 3: one warning, updated once.
+    # catalog slows at minute 12, past the 5-minute episode gap: a new one.
+    bad = {ORDERS_LATENCY: (2, 20), DB_TIME: (3, 20), CATALOG_LATENCY: (12, 20)}
+
+    out = _warnings(_feed(Correlator(SHOP), minutes=15, bad=bad))
+
+    assert [(w.status, w.services) for w in out] == [
+        ("open", ["orders"]),
+        ("updated", ["orders", "db"]),
+        ("open", ["catalog"]),
+    ]
+    assert out[0].id == out[1].id != out[2].id
+    assert out[1].at_risk == ["app", "web"]
+
+
+def test_an_incident_longer_than_the_lookback_keeps_its_lead_time() -> None:
+    # The db slows at minute 1, users at minute 4; both stay bad for an hour,
+    # four times the 15-minute lookback, and the db recovers first.
+    bad = {DB_TIME: (1, 50), PAGE_LOAD: (4, 60)}
+
+    out = _feed(Correlator(SHOP), minutes=70, bad=bad)
+
+    resolved = [i for i in _incidents(out) if i.status == "resolved"]
+    assert len(resolved) == 1
+    assert resolved[0].lead_time_s == 180
+    assert resolved[0].root_causes[0].service == "db"
+
+
+def test_a_batch_closing_several_windows_is_judged_in_window_order() -> None:
+    # The detector step hands on a batch grouped by series: all minutes of
+    # the db first, then all minutes of the page load.
+    bad = {DB_TIME: (1, 20), PAGE_LOAD: (3, 20)}
+    scores = [
+        _score(minute, series, start <= minute < until)
+        for series, (start, until) in bad.items()
+        for minute in range(8)
+    ]
+
+    in_order = Correlator(SHOP)
+    expected = [
+        o
+        for s in sorted(scores, key=lambda s: s.kpi.window_end)
+        for o in in_order.observe(s)
+    ]
+    logic = CorrelateLogic(Correlator(SHOP))
+    got, _ = logic.on_batch(scores)
+
+    assert list(got) == expected
+    assert _incidents(expected)[0].lead_time_s == 120
