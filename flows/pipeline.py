@@ -1,6 +1,6 @@
 """The main dataflow: raw telemetry in; KPIs, anomalies and incidents out.
 
-    read ─ RawBatch per source partition
+    read ─ RawBatch per source partition; change topics go to correlate
       └ window    decode, validate, aggregate per (layer, service, window);
                   closed windows become KPI records, bad input dead letters,
                   events of closed windows late events
@@ -20,21 +20,26 @@ from datetime import datetime
 from typing import Any
 
 import bytewax.operators as op
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from connectors.messages import RawBatch
+from flows.reports import ReportOutput, report_pages
 from flows.steps import CorrelateLogic, DetectLogic, WindowLogic
 from foreshock import telemetry
+from foreshock.changes import CHANGE_FORMAT, read_change
 from foreshock.config import DEFAULT_DETECTOR, DEFAULT_THRESHOLD
 from foreshock.correlation import CorrelationConfig, Correlator, Output
 from foreshock.decode import Decoder, decode_native
+from foreshock.feedback import Feedback, SuppressionBook, feedback_of_batch
 from foreshock.kpis import DEFAULT_REGISTRY, KpiRegistry
 from foreshock.records import (
     Anomaly,
+    Change,
     DeadLetter,
     KpiRecord,
+    KpiScore,
     LateEvent,
     Record,
 )
@@ -77,16 +82,28 @@ def build_flow(
     flow_id: str = "foreshock",
     encode: Callable[[Record], Any] | None = None,
     alerts: Sink[Output] | None = None,
+    feedback: Source[RawBatch] | None = None,
+    reports: ReportOutput | None = None,
 ) -> Dataflow:
     """The main dataflow from `source` to `sink`.
 
     `encode`, when given, turns each record into what the sink takes (a Kafka
     message, say); otherwise the sink receives the records themselves.
     `alerts`, when given, also receives every incident and early warning as
-    it is (an on-call tool such as Alertmanager, say).
+    it is (an on-call tool such as Alertmanager, say). `feedback`, when
+    given, is read for verdicts and silences (`foreshock.feedback`) that the
+    correlation step applies; unusable ones go to the sink as dead letters.
+    `reports`, when given, receives a report page each time an incident
+    opens, changes or resolves.
     """
     flow = Dataflow(flow_id)
-    batches = op.input("read", flow, source)
+    read = op.input("read", flow, source)
+    # Changes (deploys, flags) skip the windows: the correlator keeps them.
+    split = op.branch("split_changes", read, lambda b: b.format == CHANGE_FORMAT)
+    change_items = op.flat_map("read_changes", split.trues, _changes_of)
+    changes = op.filter_map("changes", change_items, _change_or_none)
+    bad_changes = op.filter_map("bad_changes", change_items, _dead_or_none)
+    batches = split.falses
     # (shard, RawBatch)
     by_shard = op.key_on("key_shard", batches, lambda b: b.shard)
     # (shard, KpiRecord | DeadLetter | LateEvent)
@@ -104,18 +121,46 @@ def build_flow(
         "anomalies", scored, lambda s: Anomaly.from_score(s) if s.anomalous else None
     )
     anomalies = op.inspect("count_anomalies", anomalies, _count_anomaly)
-    # ("all", KpiScore): correlation sees every service at once.
-    together = op.key_on("key_all", scored, lambda _: "all")
+    context: Stream[KpiScore | Change | Feedback]
+    context = op.merge("with_changes", scored, changes)
+    if feedback is not None:
+        # Feedback | DeadLetter, from its own input: read from the start on
+        # each run without recovery, so suppressions outlive restarts.
+        said = op.flat_map(
+            "read_feedback", op.input("feedback", flow, feedback), feedback_of_batch
+        )
+        verdicts = op.filter("verdicts", said, lambda x: isinstance(x, Feedback))
+        context = op.merge("with_feedback", context, verdicts)
+        unusable = op.filter("bad_feedback", said, lambda x: isinstance(x, DeadLetter))
+        rejected = op.merge("rejected_all", rejected, unusable)
+    # ("all", KpiScore | Change | Feedback): correlation sees every service.
+    together = op.key_on("key_all", context, lambda _: "all")
     correlate = op.stateful_batch("correlate", together, _correlate_builder(config))
     correlated = op.key_rm("unkey_all", correlate)
     correlated = op.inspect("count_correlated", correlated, _count_correlated)
-    out = op.merge("outputs", scored, anomalies, correlated, rejected)
+    out = op.merge("outputs", scored, anomalies, correlated, rejected, bad_changes)
     if encode is not None:
         out = op.map("encode", out, encode)  # type: ignore[arg-type]
     op.output("write", out, sink)
     if alerts is not None:
         op.output("alert", correlated, alerts)
+    if reports is not None:
+        op.output(
+            "write_reports", report_pages(scored, correlated, reports), reports.sink
+        )
     return flow
+
+
+def _changes_of(batch: RawBatch) -> list[Change | DeadLetter]:
+    return [c for m in batch.messages if (c := read_change(m)) is not None]
+
+
+def _change_or_none(item: Change | DeadLetter) -> Change | None:
+    return item if isinstance(item, Change) else None
+
+
+def _dead_or_none(item: Change | DeadLetter) -> DeadLetter | None:
+    return item if isinstance(item, DeadLetter) else None
 
 
 def _count_anomaly(step_id: str, anomaly: Anomaly) -> None:
@@ -166,6 +211,7 @@ def _correlate_builder(config: FlowConfig) -> Callable[[bytes | None], Correlate
     def build(resume: bytes | None) -> CorrelateLogic:
         if resume is not None:
             return CorrelateLogic(pickle.loads(resume))
-        return CorrelateLogic(Correlator(config.topology, config.correlation))
+        book = SuppressionBook(default_detector=config.detector)
+        return CorrelateLogic(Correlator(config.topology, config.correlation, book))
 
     return build

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import pickle
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
 
 from bytewax.operators import StatefulBatchLogic, StatefulLogic
 
@@ -21,9 +21,10 @@ from foreshock.correlation import Correlator, Output
 from foreshock.decode import Decoder, Rejection, decode_native, to_dead_letter
 from foreshock.feedback import Feedback
 from foreshock.kpis import Kpi
-from foreshock.records import DeadLetter, KpiRecord, KpiScore, LateEvent
+from foreshock.native_scan import scan_native
+from foreshock.records import Change, DeadLetter, KpiRecord, KpiScore, LateEvent
 from foreshock.schema import Event
-from foreshock.windows import WindowStore
+from foreshock.windows import EPOCH, Sample, WindowStore, sample_of
 from models import Detector
 
 __all__ = ["CorrelateLogic", "DetectLogic", "WindowLogic"]
@@ -61,25 +62,34 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
         decoder = self.decoders.get(value.format)
         if decoder is decode_native:
             self._native(value.messages, out)
-        for message in value.messages if decoder is not decode_native else ():
+        else:
+            self._decoded(value, decoder, out)
+        out.extend(self._closed(store.close_ready()))
+        telemetry.window_batch(value, out, self.tombstones - tombstones)
+        return out, StatefulLogic.RETAIN
+
+    def _decoded(
+        self, batch: RawBatch, decoder: Decoder | None, out: list[WindowItem]
+    ) -> None:
+        store = self.store
+        for message in batch.messages:
             if message.value is None:
                 self.tombstones += 1
                 continue
             if decoder is None:
-                out.append(to_dead_letter(message, _unknown_format(value.format)))
+                out.append(to_dead_letter(message, _unknown_format(batch.format)))
                 continue
             events, rejections = decoder(message.value)
             for rejection in rejections:
-                self._reject(rejection, message, out)
+                letter = self._reject(rejection, message)
+                if letter is not None:
+                    out.append(letter)
             for event in events:
                 late = store.add(event)
                 if late is not None:
                     out.append(
                         _late(late.event, late.window_start, late.watermark, message)
                     )
-        out.extend(self._closed(store.close_ready()))
-        telemetry.window_batch(value, out, self.tombstones - tombstones)
-        return out, StatefulLogic.RETAIN
 
     def _native(self, messages: Sequence[RawMessage], out: list[WindowItem]) -> None:
         """Native events: the fast decoder first, the pydantic model if unusual.
@@ -104,7 +114,9 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
                 continue
             events, rejections = decode_native(data)
             for rejection in rejections:
-                self._reject(rejection, message, rejected, len(samples))
+                letter = self._reject(rejection, message)
+                if letter is not None:
+                    rejected.append((len(samples), 0, letter))
             for event in events:
                 slow[len(samples)] = event
                 samples.append(sample_of(event))
@@ -125,20 +137,10 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
                 self.on_window_closed(start)
         return records
 
-    def _reject(
-        self,
-        rejection: Rejection,
-        message: RawMessage,
-        out: list[WindowItem] | list[tuple[int, int, WindowItem]],
-        position: int | None = None,
-    ) -> None:
+    def _reject(self, rejection: Rejection, message: RawMessage) -> DeadLetter | None:
+        """The dead letter of a message refused whole; else log and count."""
         if rejection.scope == "message":
-            letter = to_dead_letter(message, rejection)
-            if position is None:
-                out.append(letter)  # type: ignore[arg-type]
-            else:
-                out.append((position, 0, letter))  # type: ignore[arg-type]
-            return
+            return to_dead_letter(message, rejection)
         # Exclusions are expected traffic (bots), not data at risk.
         level = logging.WARNING
         if rejection.scope == "excluded":
@@ -154,6 +156,7 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
             message.partition,
             message.offset,
         )
+        return None
 
     def on_eof(self) -> tuple[Iterable[WindowItem], bool]:
         closed = self._closed(self.store.close_all())
@@ -273,30 +276,34 @@ def score_window(
     )
 
 
-class CorrelateLogic(StatefulBatchLogic[KpiScore | Feedback, Output, bytes]):
-    """Feeds every scored window to the correlator, a batch at a time.
+class CorrelateLogic(StatefulBatchLogic[KpiScore | Change | Feedback, Output, bytes]):
+    """Feeds every scored window, and every change, to the correlator.
 
     The detector step hands on a batch's scores grouped by series, so a batch
     that closed several windows arrives out of window order; sorting the batch
-    puts it back before the correlator judges any window. Feedback from
-    on-call engineers is taken first: it holds from the time it was given,
-    whatever batch carries it.
+    by time puts it back before the correlator judges any window, with each
+    change before the windows that end after it. Feedback from on-call
+    engineers is taken first: it holds from the time it was given.
     """
 
     def __init__(self, correlator: Correlator) -> None:
         self.correlator = correlator
 
     def on_batch(
-        self, values: list[KpiScore | Feedback]
+        self, values: list[KpiScore | Change | Feedback]
     ) -> tuple[Iterable[Output], bool]:
-        scores: list[KpiScore] = []
+        out: list[Output] = []
+        timed: list[KpiScore | Change] = []
         for value in values:
             if isinstance(value, Feedback):
                 self.correlator.suppressions.add(value)
             else:
-                scores.append(value)
-        ordered = sorted(scores, key=lambda s: s.kpi.window_end)
-        out = [o for score in ordered for o in self.correlator.observe(score)]
+                timed.append(value)
+        for item in sorted(timed, key=_time_of):
+            if isinstance(item, Change):
+                self.correlator.observe_change(item)
+            else:
+                out += self.correlator.observe(item)
         return out, StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[Iterable[Output], bool]:
@@ -304,3 +311,7 @@ class CorrelateLogic(StatefulBatchLogic[KpiScore | Feedback, Output, bytes]):
 
     def snapshot(self) -> bytes:
         return pickle.dumps(self.correlator, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _time_of(item: KpiScore | Change) -> datetime:
+    return item.time if isinstance(item, Change) else item.kpi.window_end

@@ -51,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
         help="human: incidents and warnings as text; otherwise every message "
         "as it would be written, one per line, `topic<TAB>value`",
     )
+    demo.add_argument(
+        "--reports",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write an HTML report of each incident into DIR",
+    )
     demo.set_defaults(run=_demo)
 
     run = commands.add_parser(
@@ -139,7 +146,9 @@ def _parser() -> argparse.ArgumentParser:
 def _demo(args: argparse.Namespace) -> int:
     from foreshock.demo import run_demo
 
-    return run_demo(seed=args.seed, hours=args.hours, output=args.format)
+    return run_demo(
+        seed=args.seed, hours=args.hours, output=args.format, reports=args.reports
+    )
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -80,6 +80,8 @@ class TopicSettings(_Section):
     dead_letters: str = "dead-letters"
     late_events: str = "late-events"
     data_quality: str = "data-quality"
+    # Verdicts and silences from on-call engineers (`foreshock feedback`).
+    feedback: str = "feedback"
 
 
 class OutputSettings(_Section):
@@ -184,6 +186,31 @@ class WebhookSettings(_Section):
         return WebhookConfig(self.url.get_secret_value(), **fields)
 
 
+class ReportSettings(_Section):
+    """Incident reports: one self-contained HTML page per incident.
+
+    With `dir` set, `foreshock run` writes `<dir>/<incident id>.html` each
+    time an incident opens, changes or resolves. `base_url` is where that
+    folder is served; pages and `foreshock incidents` link to it. The pages
+    plot the last `history_s` of each KPI series.
+    """
+
+    dir: Path | None = None
+    base_url: str | None = Field(default=None, pattern=r"^(https?|file)://")
+    history_s: float = Field(default=7200.0, gt=0)
+
+
+class FeedbackSettings(_Section):
+    """Verdicts and silences from on-call engineers (`foreshock.feedback`).
+
+    With `enabled`, `foreshock run` reads `topics.feedback` (which must exist)
+    from its start, so that a restart keeps every verdict still in force, and
+    a suppressed series neither pages nor warns.
+    """
+
+    enabled: bool = False
+
+
 class MetricsSettings(_Section):
     """Foreshock's own Prometheus metrics (see `foreshock.telemetry`).
 
@@ -214,6 +241,8 @@ class Settings(BaseSettings):
     alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    reports: ReportSettings = Field(default_factory=ReportSettings)
+    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
 
     @model_validator(mode="after")
     def _otlp_signals(self) -> Settings:

@@ -35,6 +35,7 @@ anomalous once that demand reached them are ranked down as loaded by it.
 
 from __future__ import annotations
 
+import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from foreshock.layers import USER_FACING, Layer
 from foreshock.records import (
     Anomaly,
     Candidate,
+    Change,
     DataGap,
     EarlyWarning,
     Evidence,
@@ -76,6 +78,16 @@ class CorrelationConfig:
     # A service silent (every series `no_data`) for this many windows is
     # evidence in an incident, or else a data gap.
     silence_windows: int = 2
+    # After a deploy or other change of a service, its anomalies wait this
+    # long before they page: a rollout's brief spike settles by itself, a
+    # regression outlasts it and pages with its true onset.
+    change_grace_s: float = 300.0
+    # A change this long before a service's trouble is offered as its cause.
+    change_lookback_s: float = 1800.0
+    # When a change's grace ends, a series of its service whose median over
+    # the grace is this many times worse than its expected value before the
+    # change has regressed, even if its detector already learned the level.
+    change_regression_ratio: float = 1.5
 
 
 @dataclass(slots=True)
@@ -108,6 +120,63 @@ class _Warning:
     onsets: dict[str, datetime] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class _ChangeCheck:
+    """A change under watch: its series' levels before, their values since."""
+
+    change: Change
+    before: dict[tuple[Layer, str, str], float] = field(default_factory=dict)
+    since: dict[tuple[Layer, str, str], list[KpiScore]] = field(default_factory=dict)
+
+    def take(
+        self, scores: list[KpiScore], levels: dict[tuple[Layer, str, str], float]
+    ) -> None:
+        for s in scores:
+            if s.kpi.window_end <= self.change.time or s.kpi.value is None:
+                continue
+            key = (s.kpi.layer, s.kpi.service, s.kpi.kpi)
+            if key not in self.before and key in levels:
+                self.before[key] = levels[key]
+            self.since.setdefault(key, []).append(s)
+
+    def regressions(self, ratio: float) -> Iterator[Anomaly]:
+        for key, seen in self.since.items():
+            before = self.before.get(key)
+            k = seen[0].kpi
+            if before is None or before <= 0 or k.direction == "both":
+                continue
+            worse = [
+                s
+                for s in seen
+                if s.kpi.value is not None
+                and (
+                    s.kpi.value >= before * ratio
+                    if k.direction == "up"
+                    else s.kpi.value <= before / ratio
+                )
+            ]
+            if len(worse) * 2 <= len(seen):
+                continue
+            first, last = worse[0], seen[-1]
+            yield Anomaly(
+                id=stable_id("anomaly", "change", self.change.id, k.series),
+                layer=k.layer,
+                service=k.service,
+                kpi=k.kpi,
+                dimension=k.dimension,
+                direction=k.direction,
+                window_start=first.kpi.window_start,
+                window_end=last.kpi.window_end,
+                value=statistics.median(
+                    s.kpi.value for s in seen if s.kpi.value is not None
+                ),
+                expected=before,
+                score=1.0,
+                detector="change-check",
+                detector_state="ready",
+            )
+
+
 @dataclass
 class Correlator:
     """Turns scored KPI windows into incidents and early warnings."""
@@ -122,6 +191,12 @@ class Correlator:
     _open: list[_Open] = field(default_factory=list)
     _warnings: list[_Warning] = field(default_factory=list)
     _runs: dict[tuple[Layer, str, str], int] = field(default_factory=dict)
+    _run_starts: dict[tuple[Layer, str, str], datetime] = field(default_factory=dict)
+    _changes: dict[str, list[Change]] = field(default_factory=dict)
+    _window: timedelta = timedelta(minutes=1)
+    # The detector's expected value of each series at its last window.
+    _levels: dict[tuple[Layer, str, str], float] = field(default_factory=dict)
+    _checks: list[_ChangeCheck] = field(default_factory=list)
     # Silent services: (layer, start of the first silent window, windows).
     _silent: dict[str, tuple[Layer, datetime, int]] = field(default_factory=dict)
     _gaps: dict[str, DataGap] = field(default_factory=dict)
@@ -129,9 +204,18 @@ class Correlator:
     def observe(self, score: KpiScore) -> list[Output]:
         """Take one scored window; handle every window older than it."""
         end = score.kpi.window_end
+        self._window = end - score.kpi.window_start
         self._pending.setdefault(end, []).append(score)
         ready = [w for w in self._pending if w < end]
         return [out for w in sorted(ready) for out in self._handle(w)]
+
+    def observe_change(self, change: Change) -> None:
+        """Take a deploy or other change: context from now on."""
+        known = self._changes.setdefault(change.service, [])
+        if all(c.id != change.id for c in known):
+            known.append(change)
+            known.sort(key=lambda c: c.time)
+            self._checks.append(_ChangeCheck(change))
 
     def flush(self) -> list[Output]:
         """Handle every window still gathered: the input has ended."""
@@ -143,6 +227,7 @@ class Correlator:
         scores = self._pending.pop(window_end)
         returned = self._track_silence(scores)
         anomalies = [Anomaly.from_score(s) for s in self._confirmed(scores)]
+        anomalies += self._check_changes(scores, window_end)
         for a in anomalies:
             self._extend_episode(a)
         self._expire(window_end)
@@ -167,16 +252,27 @@ class Correlator:
             )
             run = self._runs.get(key, 0) + 1 if counts else 0
             self._runs[key] = run
-            if run >= self.config.confirm_windows:
+            if run == 1:
+                self._run_starts[key] = s.kpi.window_start
+            if run >= self.config.confirm_windows and not self._in_grace(s):
                 yield s
+
+    def _in_grace(self, s: KpiScore) -> bool:
+        grace = timedelta(seconds=self.config.change_grace_s)
+        k = s.kpi
+        return any(
+            k.window_end > c.time and k.window_start < c.time + grace
+            for c in self._changes.get(k.service, ())
+        )
 
     def _extend_episode(self, a: Anomaly) -> None:
         key = (a.layer, a.service, a.kpi)
         episode = self._episodes.get(key)
         gap = timedelta(seconds=self.config.episode_gap_s)
         if episode is None or a.window_start - episode.last.window_end > gap:
-            length = a.window_end - a.window_start
-            onset = a.window_start - (self.config.confirm_windows - 1) * length
+            # The episode starts with the run that confirmed it, which may
+            # have waited for confirmation or a change's grace period.
+            onset = min(self._run_starts.get(key, a.window_start), a.window_start)
             self._episodes[key] = _Episode(onset, a)
         else:
             episode.last = a
@@ -187,6 +283,44 @@ class Correlator:
             k for k, e in self._episodes.items() if e.last.window_end < horizon
         ]:
             del self._episodes[key]
+        keep = timedelta(
+            seconds=max(self.config.lookback_s, self.config.change_lookback_s)
+        )
+        for service, known in list(self._changes.items()):
+            known[:] = [c for c in known if c.time >= now - keep]
+            if not known:
+                del self._changes[service]
+
+    # -- changes --------------------------------------------------------------------
+
+    def _check_changes(
+        self, scores: list[KpiScore], window_end: datetime
+    ) -> list[Anomaly]:
+        """Compare each changed service, once its grace is over, with before.
+
+        A detector adapts to a new level within a few windows, so a regression
+        that starts with a deploy may look normal to it by the time the grace
+        ends. Before the change each series had an expected value; the grace
+        windows' median against it says whether the change made it worse.
+        """
+        grace = timedelta(seconds=self.config.change_grace_s)
+        ratio = self.config.change_regression_ratio
+        found: list[Anomaly] = []
+        for check in list(self._checks):
+            mine = [s for s in scores if s.kpi.service == check.change.service]
+            window_start = window_end - self._window
+            if window_start < check.change.time + grace:
+                check.take(mine, self._levels)
+                continue
+            self._checks.remove(check)
+            for a in check.regressions(ratio):
+                key = (a.layer, a.service, a.kpi)
+                self._run_starts[key] = a.window_start
+                found.append(a)
+        for s in scores:
+            if s.expected is not None and s.detector_state == "ready":
+                self._levels[(s.kpi.layer, s.kpi.service, s.kpi.kpi)] = s.expected
+        return found
 
     # -- silence ------------------------------------------------------------------
 
@@ -383,6 +517,9 @@ class Correlator:
                     "at_risk": sorted(set(old.at_risk) | set(at_risk)),
                     "services": [*old.services, service],
                     "evidence": [*old.evidence, *evidence],
+                    "changes": self._changes_before(
+                        group.onsets, min(group.onsets.values())
+                    ),
                 }
             )
             yield group.warning
@@ -410,6 +547,14 @@ class Correlator:
             found.append(silence)
         return sorted(found, key=lambda e: (e.onset, -e.score, e.kpi))
 
+    def _changes_before(self, services: Iterable[str], onset: datetime) -> list[Change]:
+        """Changes of `services` from `change_lookback_s` before `onset` on."""
+        since = onset - timedelta(seconds=self.config.change_lookback_s)
+        found = [
+            c for s in services for c in self._changes.get(s, ()) if c.time >= since
+        ]
+        return sorted(found, key=lambda c: (c.time, c.service))
+
     def _picture(self, current: _Open, now: datetime, status: str) -> Incident:
         scope = self._scope(current)
         for s in scope:
@@ -430,7 +575,8 @@ class Correlator:
             for e in evidence.get(s, [])
             if _is_symptom(e)
         ]
-        ranked = _rank(self.topology, current, evidence)
+        changes = self._changes_before(scope, current.onset)
+        ranked = _rank(self.topology, current, evidence, changes, self._window)
         chain = sorted(
             (min(ev, key=lambda e: e.onset) for ev in evidence.values()),
             key=lambda e: (e.onset, e.service),
@@ -456,6 +602,7 @@ class Correlator:
                 "chain": chain,
                 "lead_time_s": lead,
                 "early_warnings": warned,
+                "changes": changes,
             }
         )
 
@@ -472,7 +619,11 @@ def _title(user: list[Evidence], ranked: list[Candidate]) -> str:
 
 
 def _rank(
-    topology: Topology, current: _Open, evidence: dict[str, list[Evidence]]
+    topology: Topology,
+    current: _Open,
+    evidence: dict[str, list[Evidence]],
+    changes: list[Change],
+    window: timedelta,
 ) -> list[Candidate]:
     origins = _demand_origins(topology, evidence)
     passed_on = {s for s, found in origins.items() if s not in found}
@@ -541,6 +692,14 @@ def _rank(
                 "its request rate rose: demand sent by "
                 + ", ".join(sorted(origins[service]))
             )
+        change = _cause_of(changes, service, onset, window)
+        if change is not None:
+            graph *= 1.25
+            before = (onset - change.time).total_seconds() / 60
+            reasons.insert(
+                0,
+                f"{change.describe()}, {max(before, 0):.0f} min before its trouble",
+            )
         scored.append((strength * earliness * graph, onset, service, reasons, cited))
 
     scored.sort(key=lambda t: (-t[0], t[1], t[2]))
@@ -591,6 +750,14 @@ def _demand_origins(
     for service in sorted(rising):
         trace(service, frozenset({service}))
     return {s: origins[s] for s in rising}
+
+
+def _cause_of(
+    changes: list[Change], service: str, onset: datetime, window: timedelta
+) -> Change | None:
+    """The latest change of `service` before its first anomalous window ended."""
+    before = [c for c in changes if c.service == service and c.time < onset + window]
+    return before[-1] if before else None
 
 
 def _distances(topology: Topology, user_services: Iterable[str]) -> dict[str, int]:

@@ -13,15 +13,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Literal
 
 from bytewax.testing import run_main
 
 from connectors.console import CallbackSink
 from connectors.iterables import IterableSource
+from connectors.reports import ReportDirectorySink
 from connectors.routing import encoder
 from connectors.simulator import SimulatedStack, demo_stack
 from flows.pipeline import FlowConfig, Record, build_flow
+from flows.reports import ReportOutput
 from foreshock.config import OutputSettings, TopicSettings
 from foreshock.present import describe_gap, describe_incident, describe_warning
 from foreshock.records import (
@@ -64,9 +67,15 @@ class DemoReport:
 
 
 def simulate(
-    stack: SimulatedStack, on_record: Callable[[Record], None] | None = None
+    stack: SimulatedStack,
+    on_record: Callable[[Record], None] | None = None,
+    reports: Path | None = None,
 ) -> DemoReport:
-    """Run the main dataflow over the simulated stack; return what it produced."""
+    """Run the main dataflow over the simulated stack; return what it produced.
+
+    With `reports`, an HTML report of each incident is written into that
+    folder each time the incident opens, changes or resolves.
+    """
     report = DemoReport()
 
     def take(record: Record) -> None:
@@ -75,8 +84,12 @@ def simulate(
             on_record(record)
 
     config = FlowConfig(topology=stack.topology)
+    pages = None if reports is None else ReportOutput(ReportDirectorySink(reports))
     flow = build_flow(
-        IterableSource(lambda: stack.batches()), CallbackSink(take), config
+        IterableSource(lambda: stack.batches()),
+        CallbackSink(take),
+        config,
+        reports=pages,
     )
     run_main(flow)  # type: ignore[no-untyped-call]
     return report
@@ -86,10 +99,11 @@ def run_demo(
     seed: int = 7,
     hours: float | None = None,
     output: Literal["human", "native", "cloudevents"] = "human",
+    reports: Path | None = None,
 ) -> int:
     stack = demo_stack(seed) if hours is None else demo_stack(seed, hours=hours)
     if output != "human":
-        simulate(stack, _message_printer(OutputSettings(format=output)))
+        simulate(stack, _message_printer(OutputSettings(format=output)), reports)
         return 0
     print(
         f"Simulating {stack.start:%Y-%m-%d %H:%M}Z to {stack.end:%H:%M}Z: "
@@ -97,9 +111,12 @@ def run_demo(
         f"{len(stack.failures)} failures injected.\n"
     )
     started = time.perf_counter()
-    report = simulate(stack, _print_live)
+    report = simulate(stack, _print_live, reports)
     seconds = time.perf_counter() - started
     print(_summary(stack, report, seconds))
+    if reports is not None:
+        for incident_id in report.incidents:
+            print(f"  report: {reports / f'{incident_id}.html'}")
     return 0
 
 

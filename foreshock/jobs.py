@@ -12,9 +12,11 @@ from bytewax.testing import run_main
 from connectors.alertmanager import AlertmanagerConfig, AlertmanagerSink
 from connectors.fanout import FanOutSink
 from connectors.kafka import KafkaSink, KafkaSource
+from connectors.reports import ReportDirectorySink
 from connectors.routing import encoder
 from connectors.webhook import WebhookSink
 from flows.pipeline import FlowConfig, build_flow
+from flows.reports import ReportOutput
 from foreshock.config import Settings, load_settings
 from foreshock.correlation import CorrelationConfig, Output
 from foreshock.decode import Decoder, decoder_for
@@ -24,10 +26,12 @@ from foreshock.topology import Topology
 __all__ = [
     "alertmanager_sink",
     "decoders",
+    "feedback_source",
     "flow_config",
     "kafka_flow",
     "notice_sink",
     "replay_dataset",
+    "report_output",
     "run_kafka_job",
 ]
 
@@ -81,7 +85,36 @@ def kafka_flow(settings: Settings, *, until_end: bool = False) -> Dataflow:
         flow_config(settings),
         encode=encode,
         alerts=notice_sink(settings),
+        feedback=feedback_source(settings, until_end=until_end),
+        reports=report_output(settings),
     )
+
+
+def feedback_source(
+    settings: Settings, *, until_end: bool = False
+) -> KafkaSource | None:
+    """The feedback topic, read from its start, if `feedback.enabled`.
+
+    No group: offsets are never committed, so a run without recovery reads
+    every verdict again and no suppression in force is forgotten.
+    """
+    if not settings.feedback.enabled:
+        return None
+    k = settings.kafka
+    return KafkaSource(
+        [settings.topics.feedback],
+        {"bootstrap.servers": k.bootstrap_servers, **k.client},
+        starting_offset="earliest",
+        stop_at_end=until_end,
+    )
+
+
+def report_output(settings: Settings) -> ReportOutput | None:
+    """Where incident reports go, if `reports.dir` is set."""
+    r = settings.reports
+    if r.dir is None:
+        return None
+    return ReportOutput(ReportDirectorySink(r.dir), r.history_s, r.base_url)
 
 
 def alertmanager_sink(settings: Settings) -> AlertmanagerSink | None:

@@ -21,6 +21,7 @@ __all__ = [
     "SILENCE",
     "Anomaly",
     "Candidate",
+    "Change",
     "DataGap",
     "DeadLetter",
     "EarlyWarning",
@@ -242,6 +243,23 @@ class Candidate(_Record):
     evidence: list[Evidence]
 
 
+class Change(_Record):
+    """A deploy or other change of a service, as context for what follows it."""
+
+    id: str
+    time: datetime
+    layer: Layer
+    service: str
+    change_type: str
+    version: str | None
+    description: str | None
+
+    def describe(self) -> str:
+        what = self.change_type.replace("_", " ")
+        version = f" {self.version}" if self.version else ""
+        return f"{what}{version} of {self.service} at {self.time:%H:%M:%S}"
+
+
 class EarlyWarning(_Record):
     """Deep-stack anomalies on a path to users, before users feel anything.
 
@@ -259,6 +277,8 @@ class EarlyWarning(_Record):
     evidence: list[Evidence]
     services: list[str] = []
     status: Literal["open", "updated"] = "open"
+    # Deploys and other changes of these services shortly before the onset.
+    changes: list[Change] = []
 
 
 class DataGap(_Record):
@@ -299,6 +319,8 @@ class Incident(_Record):
     chain: list[Evidence]
     lead_time_s: float | None
     early_warnings: list[str]
+    # Deploys and other changes in its scope shortly before its onset.
+    changes: list[Change] = []
 
 
 # Everything the main dataflow publishes.

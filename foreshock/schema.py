@@ -35,6 +35,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "AppCrash",
     "AppLaunch",
+    "ChangeEvent",
     "DbQuery",
     "Event",
     "Heartbeat",
@@ -206,6 +207,34 @@ class Event(BaseModel):
 
 
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+class ChangeEvent(BaseModel):
+    """A deploy, configuration change or flag flip of one service.
+
+    Changes travel on a topic of their own. They are not telemetry and make
+    no KPI: the correlator keeps them as context, holds back a service's
+    anomalies for a grace period after its deploys, and offers a change just
+    before trouble as its probable cause.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    time: AwareDatetime
+    layer: Layer
+    service: Annotated[str, Field(min_length=1, max_length=200)]
+    change_type: Literal[
+        "deployment", "configuration", "feature_flag", "rollback", "scaling", "other"
+    ] = "deployment"
+    version: Annotated[str, Field(max_length=200)] | None = None
+    description: Annotated[str, Field(max_length=2000)] | None = None
+    attributes: dict[str, Attribute] = Field(default_factory=dict)
+
+    @field_validator("time", mode="after")
+    @classmethod
+    def _to_utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
 
 
 def event_json_schema() -> dict[str, object]:

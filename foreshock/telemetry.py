@@ -40,7 +40,14 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from connectors.messages import RawBatch
-from foreshock.records import DeadLetter, EarlyWarning, Incident, KpiRecord, LateEvent
+from foreshock.records import (
+    DataGap,
+    DeadLetter,
+    EarlyWarning,
+    Incident,
+    KpiRecord,
+    LateEvent,
+)
 
 __all__ = [
     "MetricsServer",
@@ -77,6 +84,10 @@ _ANOMALIES = Counter("foreshock_anomalies", "KPI windows judged anomalous.")
 _OPENED = Counter("foreshock_incidents_opened", "Incidents opened.")
 _RESOLVED = Counter("foreshock_incidents_resolved", "Incidents resolved.")
 _WARNINGS = Counter("foreshock_early_warnings", "Early warnings published.")
+_DATA_GAPS = Counter(
+    "foreshock_data_gaps",
+    "Services found silent while their users were fine (telemetry gaps).",
+)
 _LAG = Gauge(
     "foreshock_consumer_lag",
     "Records in a Kafka partition not yet read, as of the latest batch.",
@@ -170,11 +181,14 @@ def anomaly() -> None:
     _ANOMALIES.inc()
 
 
-def correlated(outputs: Iterable[Incident | EarlyWarning]) -> None:
+def correlated(outputs: Iterable[Incident | EarlyWarning | DataGap]) -> None:
     """Count what the correlator published."""
     for output in outputs:
         if isinstance(output, EarlyWarning):
             _WARNINGS.inc()
+        elif isinstance(output, DataGap):
+            if output.status == "open":
+                _DATA_GAPS.inc()
         elif output.status == "open":
             _OPENED.inc()
         elif output.status == "resolved":

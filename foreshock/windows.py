@@ -241,6 +241,7 @@ class WindowStore:
                 # so what is late does not depend on how input was batched.
                 if t_us >= self._close_at_us:
                     self._ready.extend(self._close_passed())
+        self._flush()
         return late
 
     def close_ready(self) -> list[KpiRecord]:

@@ -48,7 +48,9 @@ def make_detector(name: str = "default", direction: str = "both") -> Detector:
     """A detector of the variant `name` ("default" for the flows' one).
 
     `ensemble:field=value,...` builds the ensemble detector with those
-    fields of `EnsembleConfig` changed, for ablation runs.
+    fields of `EnsembleConfig` changed, `longtail:field=value,...` the
+    long-tail detector with fields of `LongTailConfig` changed, for
+    ablation runs.
     """
     if direction not in _DIRECTIONS:
         raise ValueError(f"direction must be one of {_DIRECTIONS}, got {direction!r}")
@@ -69,8 +71,8 @@ def _config_from(defaults: _Config, spec: str) -> _Config:
     for item in filter(None, spec.split(",")):
         key, _, text = item.partition("=")
         if not hasattr(defaults, key):
-            kind = type(defaults).__name__
-            raise ValueError(f"{kind} has no field {key!r} (in {spec!r})")
+            config = type(defaults).__name__
+            raise ValueError(f"{config} has no field {key!r} (in {spec!r})")
         kind = type(getattr(defaults, key))
         changes[key] = text.lower() == "true" if kind is bool else kind(text)
     return replace(defaults, **changes)

@@ -57,9 +57,9 @@ class SeasonalMemory:
         if self._day_of_row[row] != day:
             self._day_of_row[row] = day
             start = row * self._slots
-            self._values[start : start + self._slots] = array(
-                "f", [math.nan]
-            ) * self._slots
+            self._values[start : start + self._slots] = (
+                array("f", [math.nan]) * self._slots
+            )
         # 32-bit storage: held inside its finite range, as in the tails.
         self._values[row * self._slots + slot] = min(max(x, -3.0e38), 3.0e38)
 
