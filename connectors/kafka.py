@@ -354,14 +354,15 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
 
     def _to_raw(self, message: Message, offset: int) -> RawMessage:
         kind, timestamp_ms = message.timestamp()
+        # Positional arguments: this runs for every record read.
         return RawMessage(
-            topic=self._topic,
-            partition=self._partition,
-            offset=offset,
-            key=message.key(),
-            value=message.value(),
-            timestamp_ms=None if kind == TIMESTAMP_NOT_AVAILABLE else timestamp_ms,
-            headers=_headers_of(message),
+            self._topic,
+            self._partition,
+            offset,
+            message.key(),
+            message.value(),
+            None if kind == TIMESTAMP_NOT_AVAILABLE else timestamp_ms,
+            _headers_of(message),
         )
 
     def _commit(self, offset: int) -> None:
@@ -428,7 +429,10 @@ def _is_transient(error: object) -> bool:
 
 
 def _headers_of(message: Message) -> _Headers:
-    headers = message.headers() or []
+    headers = message.headers()
+    # Most records carry no headers; this runs for every record read.
+    if not headers:
+        return ()
     pairs = headers.items() if isinstance(headers, dict) else headers
     return tuple((name, _header_bytes(value)) for name, value in pairs)
 

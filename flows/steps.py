@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import pickle
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from bytewax.operators import StatefulBatchLogic, StatefulLogic
@@ -24,7 +24,14 @@ from foreshock.kpis import Kpi
 from foreshock.native_scan import scan_native
 from foreshock.records import Change, DeadLetter, KpiRecord, KpiScore, LateEvent
 from foreshock.schema import Event
-from foreshock.windows import EPOCH, Sample, WindowStore, sample_of
+from foreshock.windows import (
+    EPOCH,
+    LateSample,
+    Sample,
+    WindowSpec,
+    WindowStore,
+    sample_of,
+)
 from models import Detector
 
 __all__ = ["CorrelateLogic", "DetectLogic", "WindowLogic"]
@@ -92,44 +99,10 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
                     )
 
     def _native(self, messages: Sequence[RawMessage], out: list[WindowItem]) -> None:
-        """Native events: the fast decoder first, the pydantic model if unusual.
-
-        This loop runs once per event. The samples of the whole batch go to
-        the store in one call; dead letters and late events are then put in
-        input order, dead letters first where both concern one position.
-        """
-        samples: list[Sample] = []
-        origins: list[RawMessage] = []
-        slow: dict[int, Event] = {}
-        rejected: list[tuple[int, int, WindowItem]] = []
-        for message in messages:
-            data = message.value
-            if data is None:
-                self.tombstones += 1
-                continue
-            sample = scan_native(data)
-            if sample is not None:
-                samples.append(sample)
-                origins.append(message)
-                continue
-            events, rejections = decode_native(data)
-            for rejection in rejections:
-                letter = self._reject(rejection, message)
-                if letter is not None:
-                    rejected.append((len(samples), 0, letter))
-            for event in events:
-                slow[len(samples)] = event
-                samples.append(sample_of(event))
-                origins.append(message)
-
-        for position, index, watermark_us in self.store.add_samples(samples):
-            message = origins[position]
-            event = slow.get(position) or _event_of(message)
-            watermark = EPOCH + timedelta(microseconds=watermark_us)
-            start = self.store.spec.start(index)
-            rejected.append((position, 1, _late(event, start, watermark, message)))
-        rejected.sort(key=lambda item: item[:2])
-        out.extend(item for _, _, item in rejected)
+        """Native events: the fast decoder first, the pydantic model if unusual."""
+        batch = _NativeBatch(self)
+        late = self.store.add_samples(batch.samples(messages))
+        out.extend(batch.rejected(late, self.store.spec))
 
     def _closed(self, records: list[KpiRecord]) -> list[KpiRecord]:
         if self.on_window_closed is not None and records:
@@ -165,6 +138,61 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
 
     def snapshot(self) -> bytes:
         return pickle.dumps(self.store.state(), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class _NativeBatch:
+    """One batch of native messages on its way into the window store.
+
+    Samples are made one at a time as the store takes them, so that none
+    outlives its step: a batch's worth of live tuples got promoted by the
+    garbage collector and made it sweep the whole heap. What a dead letter
+    or a late event needs afterwards is kept aside, by sample position.
+    """
+
+    def __init__(self, logic: WindowLogic) -> None:
+        self._logic = logic
+        self._origins: list[RawMessage] = []
+        self._slow: dict[int, Event] = {}
+        self._letters: list[tuple[int, int, WindowItem]] = []
+
+    def samples(self, messages: Iterable[RawMessage]) -> Iterator[Sample]:
+        """The sample of every usable event, in input order (runs per event)."""
+        origins = self._origins
+        for message in messages:
+            data = message.value
+            if data is None:
+                self._logic.tombstones += 1
+                continue
+            sample = scan_native(data)
+            if sample is None:
+                yield from self._slowly(message, data)
+                continue
+            origins.append(message)
+            yield sample
+
+    def _slowly(self, message: RawMessage, data: bytes) -> Iterator[Sample]:
+        # The model decides, so that a dead letter keeps its exact reason.
+        events, rejections = decode_native(data)
+        for rejection in rejections:
+            letter = self._logic._reject(rejection, message)
+            if letter is not None:
+                self._letters.append((len(self._origins), 0, letter))
+        for event in events:
+            self._slow[len(self._origins)] = event
+            self._origins.append(message)
+            yield sample_of(event)
+
+    def rejected(self, late: list[LateSample], spec: WindowSpec) -> list[WindowItem]:
+        """Dead letters and late events in input order, letters first at ties."""
+        items = self._letters
+        for position, index, watermark_us in late:
+            message = self._origins[position]
+            event = self._slow.get(position) or _event_of(message)
+            watermark = EPOCH + timedelta(microseconds=watermark_us)
+            late_event = _late(event, spec.start(index), watermark, message)
+            items.append((position, 1, late_event))
+        items.sort(key=lambda item: item[:2])
+        return [item for _, _, item in items]
 
 
 def _event_of(message: RawMessage) -> Event:

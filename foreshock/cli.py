@@ -8,6 +8,12 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from foreshock.layers import Layer
+
+if TYPE_CHECKING:
+    from foreshock.feedback import TargetKind
 
 __all__ = ["main"]
 
@@ -129,6 +135,8 @@ def _parser() -> argparse.ArgumentParser:
     topology.add_argument("--format", choices=["text", "json", "dot"], default="text")
     topology.set_defaults(run=_topology)
 
+    _add_oncall(commands)
+
     bench = commands.add_parser("bench", help="quality benchmarks").add_subparsers(
         title="benchmarks"
     )
@@ -174,6 +182,101 @@ def _decode(args: argparse.Namespace) -> int:
         config=args.config,
         base64_lines=args.base64,
         signal=args.signal,
+    )
+
+
+def _add_oncall(commands: Any) -> None:
+    """What on-call engineers run: incidents, feedback and silences."""
+    incidents = commands.add_parser(
+        "incidents", help="list open and recent incidents from Kafka"
+    )
+    incidents.add_argument("--config", type=Path, default=None, help="a TOML file")
+    incidents.add_argument("--open", action="store_true", help="only open incidents")
+    incidents.add_argument(
+        "--since",
+        default="24h",
+        help="resolved incidents since: a duration (2h, 7d) or an ISO time",
+    )
+    incidents.set_defaults(run=_incidents)
+
+    feedback = commands.add_parser(
+        "feedback", help="say what an anomaly, incident or early warning was"
+    )
+    target = feedback.add_mutually_exclusive_group(required=True)
+    target.add_argument("--incident", metavar="ID")
+    target.add_argument("--anomaly", metavar="ID")
+    target.add_argument("--early-warning", metavar="ID")
+    feedback.add_argument(
+        "--verdict", required=True, choices=["not_anomaly", "expected", "confirmed"]
+    )
+    feedback.add_argument(
+        "--for",
+        dest="lasting",
+        default="24h",
+        help="how long not_anomaly or expected holds (default 24h)",
+    )
+    _scope_arguments(feedback, required=False)
+    feedback.add_argument("--comment", default="")
+    feedback.set_defaults(run=_feedback)
+
+    silence = commands.add_parser(
+        "silence", help="keep a service (or a layer or KPI of it) from alerting"
+    )
+    _scope_arguments(silence, required=True)
+    silence.add_argument(
+        "--until", required=True, help="an ISO time, or a duration from now (2h)"
+    )
+    silence.add_argument("--from", dest="start", default=None, help="default: now")
+    silence.add_argument("--reason", required=True)
+    silence.set_defaults(run=_silence)
+
+
+def _scope_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
+    parser.add_argument("--service", required=required, help="the scope's service")
+    parser.add_argument("--layer", choices=[layer.value for layer in Layer])
+    parser.add_argument("--kpi", default=None)
+    parser.add_argument("--author", default=None, help="default: the login name")
+    parser.add_argument("--config", type=Path, default=None, help="a TOML file")
+
+
+def _incidents(args: argparse.Namespace) -> int:
+    from foreshock.config import load_settings
+    from foreshock.incidents_cli import show
+
+    return show(load_settings(args.config), args.since, args.open)
+
+
+def _feedback(args: argparse.Namespace) -> int:
+    from foreshock.config import load_settings
+    from foreshock.feedback_cli import feedback_command
+
+    kinds: tuple[TargetKind, ...] = ("incident", "anomaly", "early_warning")
+    kind, target = next(
+        (kind, value) for kind in kinds if (value := getattr(args, kind)) is not None
+    )
+    return feedback_command(
+        load_settings(args.config),
+        kind,
+        target,
+        args.verdict,
+        args.lasting,
+        (args.service, args.layer, args.kpi),
+        args.author,
+        args.comment,
+    )
+
+
+def _silence(args: argparse.Namespace) -> int:
+    from foreshock.config import load_settings
+    from foreshock.feedback_cli import silence_command
+
+    return silence_command(
+        load_settings(args.config),
+        (args.service, args.layer, args.kpi),
+        args.until,
+        args.reason,
+        args.start,
+        args.author,
     )
 
 

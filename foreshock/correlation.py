@@ -78,6 +78,9 @@ class CorrelationConfig:
     # A service silent (every series `no_data`) for this many windows is
     # evidence in an incident, or else a data gap.
     silence_windows: int = 2
+    # Deep metrics are noisier than what users feel: a deep series warns only
+    # after this many anomalous windows in a row.
+    warn_confirm_windows: int = 2
     # After a deploy or other change of a service, its anomalies wait this
     # long before they page: a rollout's brief spike settles by itself, a
     # regression outlasts it and pages with its true onset.
@@ -459,6 +462,11 @@ class Correlator:
 
     # -- early warnings -----------------------------------------------------------
 
+    def _adjacent(self, service: str, members: Iterable[str]) -> bool:
+        """Whether `service` calls, or is called by, one of `members`."""
+        near = {*self.topology.callers(service), *self.topology.callees(service)}
+        return not near.isdisjoint(members)
+
     def _warn(self, deep: list[Anomaly], now: datetime) -> Iterator[Output]:
         # Deep trouble that starts within an episode gap of other trouble
         # sharing users at risk is one warning: services join it instead of
@@ -467,7 +475,13 @@ class Correlator:
         quiet = timedelta(seconds=self.config.cooldown_s)
         gap = timedelta(seconds=self.config.episode_gap_s)
         self._warnings = [g for g in self._warnings if now - g.last_seen < quiet]
-        harmful = {a.service for a in deep if a.dimension != "throughput"}
+        harmful = {
+            a.service
+            for a in deep
+            if a.dimension != "throughput"
+            and self._runs.get((a.layer, a.service, a.kpi), 0)
+            >= self.config.warn_confirm_windows
+        }
         for onset, service, evidence in sorted(
             (min(e.onset for e in ev), s, ev)
             for s in harmful
@@ -487,6 +501,7 @@ class Correlator:
                     for g in self._warnings
                     if set(g.warning.at_risk) & set(at_risk)
                     and onset - max(g.onsets.values()) <= gap
+                    and self._adjacent(service, g.onsets)
                 ),
                 None,
             )
@@ -510,8 +525,19 @@ class Correlator:
             group.onsets[service] = onset
             group.last_seen = now
             old = group.warning
+            members = {*group.onsets}
+            found = {m: ev for m in members if (ev := self._evidence_of(m))}
+            ranked = _rank(
+                self.topology,
+                set(old.at_risk) | set(at_risk),
+                now,
+                found,
+                self._changes_before(members, min(group.onsets.values())),
+                self._window,
+            )
             group.warning = old.model_copy(
                 update={
+                    "root_causes": ranked,
                     "status": status,
                     "published_at": now,
                     "at_risk": sorted(set(old.at_risk) | set(at_risk)),
@@ -576,7 +602,14 @@ class Correlator:
             if _is_symptom(e)
         ]
         changes = self._changes_before(scope, current.onset)
-        ranked = _rank(self.topology, current, evidence, changes, self._window)
+        ranked = _rank(
+            self.topology,
+            current.user_services,
+            current.onset,
+            evidence,
+            changes,
+            self._window,
+        )
         chain = sorted(
             (min(ev, key=lambda e: e.onset) for ev in evidence.values()),
             key=lambda e: (e.onset, e.service),
@@ -620,7 +653,8 @@ def _title(user: list[Evidence], ranked: list[Candidate]) -> str:
 
 def _rank(
     topology: Topology,
-    current: _Open,
+    users: set[str],
+    users_hit: datetime,
     evidence: dict[str, list[Evidence]],
     changes: list[Change],
     window: timedelta,
@@ -654,7 +688,7 @@ def _rank(
             continue
         onset = min(e.onset for e in cited)
         strength = max(e.score for e in cited) + 0.05 * min(len(cited) - 1, 4)
-        lead = (current.onset - onset).total_seconds()
+        lead = (users_hit - onset).total_seconds()
         earliness = 1.0 + 0.5 * max(-1.0, min(1.0, lead / 900.0))
         if lead > 0:
             reasons.append(f"anomalous {lead / 60:.0f} min before users were affected")
@@ -703,7 +737,7 @@ def _rank(
         scored.append((strength * earliness * graph, onset, service, reasons, cited))
 
     scored.sort(key=lambda t: (-t[0], t[1], t[2]))
-    distances = _distances(topology, current.user_services)
+    distances = _distances(topology, users)
     return [
         Candidate(
             service=service,

@@ -39,10 +39,13 @@ def describe_warning(warning: EarlyWarning) -> str:
             f"{warning.published_at:%H:%M}Z: {newest[0].describe()}"
         )
     first = warning.evidence[0]
-    return (
+    text = (
         f"[EARLY WARNING] {warning.id} at {warning.published_at:%H:%M}Z: "
         f"{first.describe()}; at risk: {', '.join(warning.at_risk)}"
     )
+    for change in warning.changes[-1:]:
+        text += f"\n  after: {change.describe()}"
+    return text
 
 
 def describe_gap(gap: DataGap) -> str:

@@ -279,6 +279,8 @@ class EarlyWarning(_Record):
     status: Literal["open", "updated"] = "open"
     # Deploys and other changes of these services shortly before the onset.
     changes: list[Change] = []
+    # Its services ranked as for an incident: where the trouble started.
+    root_causes: list[Candidate] = []
 
 
 class DataGap(_Record):

@@ -12,9 +12,10 @@ fields its window needs (see `Sample`). A batch of samples is added in one
 call; each sample is placed (or refused as late) in input order, and windows
 close as the watermark passes them, sample by sample, so nothing depends on
 how the input was batched. Measurements are not aggregated one event at a
-time: the samples of one (window, service, kind) are gathered and added to
-the window's aggregate together just before anything reads it (a close or a
-snapshot), which keeps the per-event cost to a few dictionary operations.
+time: the samples of one (window, service, kind) in a batch are gathered and
+added to the window's aggregate together at the end of the batch (or before
+a window closes), which keeps the per-event cost to a few dictionary
+operations.
 
 When a window closes, every (layer, service) the shard has seen recently gets
 its KPIs for it; a service that sent nothing gets `no_data` records, so that a
@@ -24,7 +25,7 @@ silent service is visible instead of skipped.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -35,7 +36,15 @@ from foreshock.metrics_kpis import MetricKpis
 from foreshock.records import KpiRecord
 from foreshock.schema import Event
 
-__all__ = ["EPOCH", "Late", "Sample", "WindowSpec", "WindowStore", "sample_of"]
+__all__ = [
+    "EPOCH",
+    "Late",
+    "LateSample",
+    "Sample",
+    "WindowSpec",
+    "WindowStore",
+    "sample_of",
+]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -202,11 +211,11 @@ class WindowStore:
         watermark = EPOCH + timedelta(microseconds=watermark_us)
         return Late(event, self.spec.start(index), watermark)
 
-    def add_samples(self, samples: Sequence[Sample]) -> list[LateSample]:
+    def add_samples(self, samples: Iterable[Sample]) -> list[LateSample]:
         """Add samples in order; return those refused as late.
 
-        This loop runs once per event, so it keeps to local names and
-        dictionary operations; aggregation waits for `_flush`.
+        This loop runs once per event, so it keeps to dictionary operations;
+        the aggregation waits for `_flush`, at the end of the batch.
         """
         late: list[LateSample] = []
         align, length = self.spec._align_us, self.spec._length_us

@@ -73,6 +73,9 @@ class LongTailConfig:
     refractory: int = 150
     damp: float = 0.1
     half_score_decades: float = 3.0
+    smooth: int = 0
+    explain: float = 0.0
+    veto: float = 0.0
 
 
 class _View:
@@ -124,6 +127,9 @@ class LongTailDetector:
         self._level = _View(c)
         self._jump = _View(c)
         self._routine = _View(c)
+        self._smooth = _View(c)
+        self._residuals: list[float] = []
+        self._routine_d = math.inf
         self._days = SeasonalMemory(c.slot_seconds, c.routine_days, c.timezone)
         self._forecast: float | None = None
         self._recent_scores: list[float] = []
@@ -157,7 +163,8 @@ class LongTailDetector:
         if self._state() == "ready" and c.refractory:
             self._recent_scores.append(value)
             del self._recent_scores[: -c.refractory]
-        self._learn_value(x, t, clip=d >= c.gate_decades)
+        explained = self._routine_d < c.explain
+        self._learn_value(x, t, clip=d >= c.gate_decades and not explained)
 
     # judging ---------------------------------------------------------------
 
@@ -190,17 +197,29 @@ class LongTailDetector:
             views.append((self._level, x))
         if c.jump and self._forecast is not None:
             views.append((self._jump, x - self._forecast))
+        if c.smooth > 1 and self._forecast is not None and len(self._smooth.short) >= c.warmup:
+            views.append((self._smooth, self._smoothed(x - self._forecast)))
         residual = self._routine_residual(x, t)
         if residual is not None and len(self._routine.short) >= c.warmup:
             views.append((self._routine, residual))
         up = down = 0.0
+        self._routine_d = math.inf
         for view, v in views:
             u, d = view.decades(v, floor, c.memory)
             up, down = max(up, u), max(down, d)
-        return max(
+            if view is self._routine:
+                self._routine_d = max(u, d)
+        out = max(
             up if self.direction != "down" else 0.0,
             down if self.direction != "up" else 0.0,
         )
+        if c.veto > 0:
+            out = min(out, self._routine_d + c.veto)
+        return out
+
+    def _smoothed(self, r: float) -> float:
+        recent = self._residuals[-(self.config.smooth - 1):]
+        return (sum(recent) + r) / (len(recent) + 1)
 
     def _routine_residual(self, x: float, t: datetime) -> float | None:
         # Scoring and learning ask for the same value in turn; look it up once.
@@ -249,6 +268,10 @@ class LongTailDetector:
             self._forecast = x
         r = x - self._forecast
         self._jump.add(r, floor, clip)
+        if c.smooth > 1:
+            self._smooth.add(self._smoothed(r), floor, clip)
+            self._residuals.append(r)
+            del self._residuals[: -(c.smooth - 1)]
         self._level.add(x, floor, clip)
         self._seen += 1
         if clip:

@@ -47,6 +47,15 @@ find_go() {
     fi
 }
 
+check_go() {
+    # The Collector's modules of this release say `go 1.26.0` in their go.mod.
+    local version major minor
+    version="$("$1" env GOVERSION)"
+    IFS=. read -r major minor _ <<<"${version#go}"
+    ((major > 1 || (major == 1 && minor >= 26))) ||
+        die "needs Go 1.26 or newer for the Collector ${OTELCOL_VERSION}; $1 is ${version}"
+}
+
 check_manifest() {
     # The cache folder is named after the script's version; a manifest that
     # pins another release would be built under the wrong name.
@@ -58,6 +67,9 @@ compile() {
     local go go_bin
     go="$(find_go)"
     go_bin="$(dirname "${go}")"
+    check_go "${go}"
+    # Only the Go that was found builds: no other toolchain is fetched.
+    export GOTOOLCHAIN=local
     export GOMODCACHE="${home}/gomod" GOCACHE="${home}/gocache" GOBIN="${home}/bin"
     # Module files are read-only by default; writable ones let `rm -rf` clean up.
     export GOFLAGS="${GOFLAGS:+${GOFLAGS} }-modcacherw"

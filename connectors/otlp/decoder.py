@@ -34,6 +34,7 @@ from connectors.otlp.settings import OtlpSettings, Signal
 from connectors.otlp.targets import Targets
 from connectors.otlp.traces import TraceDecoder
 from foreshock.decode import Decoded, Decoder, Rejection
+from foreshock.windows import Sample
 
 if TYPE_CHECKING:
     from foreshock.config import Settings
@@ -51,6 +52,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# A message as window samples, and what in it could not be used.
+Scanned = tuple[list[Sample], list[Rejection]]
 
 
 class OtlpDecoder:
@@ -70,20 +74,39 @@ class OtlpDecoder:
 
     def decode(self, data: bytes, signal: Signal, encoding: Encoding) -> Decoded:
         """The events in one message, and what in it could not be used."""
+        out = self.collect(data, signal, encoding)
+        return out.events(), out.rejections
+
+    def scan(self, data: bytes, signal: Signal, encoding: Encoding) -> Scanned:
+        """The window samples in one message, and what in it could not be used.
+
+        What `decode` returns, in the shape the window store takes, without
+        making an event of each sample.
+        """
+        out = self.collect(data, signal, encoding)
+        return out.samples, out.rejections
+
+    def collect(self, data: bytes, signal: Signal, encoding: Encoding) -> Collected:
+        """Everything one message gives: samples, their events, rejections."""
+        out = Collected()
         empty = not data if encoding == "proto" else not data.strip()
         if empty:
-            return [], [Rejection("empty_payload", "the record's value is empty")]
+            out.rejections.append(
+                Rejection("empty_payload", "the record's value is empty")
+            )
+            return out
         try:
             request = parse(data, signal, encoding)
         except OtlpParseError as error:
-            return [], [Rejection(error.reason, error.detail)]
+            out.rejections.append(Rejection(error.reason, error.detail))
+            return out
 
-        out = Collected()
         if signal == "metrics":
             self._metrics.decode(request, out)  # type: ignore[arg-type]
         else:
             self._traces.decode(request, out)  # type: ignore[arg-type]
-        return out.events, _summarised(out)
+        out.rejections = _summarised(out)
+        return out
 
     def decode_json(self, data: bytes) -> Decoded:
         """Decode OTLP/JSON of either signal, told apart by its top-level member."""
@@ -104,9 +127,9 @@ def _summarised(out: Collected) -> list[Rejection]:
         "otlp items rejected count=%s reasons=%s used=%s",
         len(out.rejections),
         dict(reasons),
-        len(out.events),
+        len(out.samples),
     )
-    if out.events:
+    if out.samples:
         return out.rejections
     # Nothing in the message could be used: it is refused whole, so that it
     # reaches the dead-letter topic with its bytes.

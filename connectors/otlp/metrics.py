@@ -23,17 +23,24 @@
   its time (see `_when`).
 - Client metrics (`db.client.*`, `http.client.*`) whose points name a
   database or a third party count at that target, as client spans do.
+
+Speed: a message is read metric by metric, and what a metric's points
+share is worked out once for the metric (its place, validity of its name,
+the protobuf members to read), so that a point costs its own fields only.
+Placements are remembered per (resource, metric name), labels per distinct
+set of point attributes.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     AggregationTemporality,
     DataPointFlags,
@@ -44,13 +51,14 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     SummaryDataPoint,
 )
 
-from connectors.otlp.events import Collected
+from connectors.otlp.events import Collected, MetricPoint
 from connectors.otlp.histograms import (
     Percentile,
     explicit_buckets,
     exponential_buckets,
     percentiles,
 )
+from connectors.otlp.labels import LabelKey, LabelReader, Labels
 from connectors.otlp.placement import Attributes, Place, Placer, attributes_of
 from connectors.otlp.series import CumulativeSeries, Increase
 from connectors.otlp.settings import OtlpSettings
@@ -62,8 +70,9 @@ _DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
 _CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
 _NO_VALUE = DataPointFlags.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK
 _CLIENT_PREFIXES = ("db.client.", "http.client.")
+# Distinct placements and label sets remembered before starting afresh.
+_MEMORY = 50_000
 
-Labels = dict[str, str]
 Point = (
     NumberDataPoint
     | HistogramDataPoint
@@ -74,12 +83,17 @@ Point = (
 
 @dataclass(frozen=True, slots=True)
 class _Context:
-    """What every point of one metric shares."""
+    """What every point of one metric shares.
+
+    `client` says the metric may count at the target its points name (see
+    the module docstring), so each point needs a place of its own.
+    """
 
     place: Place
-    resource_key: Hashable
+    resource_key: str
     name: str
     unit: str | None
+    client: bool
 
 
 class _Totals:
@@ -89,21 +103,24 @@ class _Totals:
         self._max_series = max_series
         self._totals: OrderedDict[Hashable, float] = OrderedDict()
 
-    def samples(self, series: Hashable, increase: float) -> list[float]:
-        """The counter values that make the window store add `increase`."""
-        total = self._totals.get(series)
-        values = [] if total is not None else [0.0]
-        total = (total or 0.0) + increase
-        values.append(total)
-        self._totals[series] = total
-        self._totals.move_to_end(series)
-        while len(self._totals) > self._max_series:
-            self._totals.popitem(last=False)
-        return values
+    def add(self, series: Hashable, increase: float) -> tuple[float, bool]:
+        """The new total of `series`, and whether the series is new.
+
+        A new series needs a sample of 0 first: the window store takes a
+        counter's first sample as its baseline.
+        """
+        totals = self._totals
+        before = totals.get(series)
+        total = increase if before is None else before + increase
+        totals[series] = total
+        totals.move_to_end(series)
+        if len(totals) > self._max_series:
+            totals.popitem(last=False)
+        return total, before is None
 
 
 class MetricDecoder:
-    """Turns export requests into events; keeps the state of cumulative series."""
+    """Turns export requests into samples; keeps the state of cumulative series."""
 
     def __init__(
         self, settings: OtlpSettings, placer: Placer, targets: Targets
@@ -114,11 +131,14 @@ class MetricDecoder:
         max_age_ns = round(settings.new_series_max_age_s * 1e9)
         self._series = CumulativeSeries(max_age_ns, settings.max_series)
         self._totals = _Totals(settings.max_series)
+        self._labels = LabelReader(_MEMORY)
+        self._places: dict[tuple[str, str], Place | None] = {}
 
     def decode(self, request: ExportMetricsServiceRequest, out: Collected) -> None:
         for resource_metrics in request.resource_metrics:
             resource = attributes_of(resource_metrics.resource.attributes)
-            resource_key = tuple(sorted(resource.items()))
+            # A string, whose hash is kept, since it is in every series key.
+            resource_key = repr(tuple(sorted(resource.items())))
             for scope_metrics in resource_metrics.scope_metrics:
                 for metric in scope_metrics.metrics:
                     self._metric(resource, resource_key, metric, out)
@@ -126,27 +146,32 @@ class MetricDecoder:
     def _metric(
         self,
         resource: Attributes,
-        resource_key: Hashable,
+        resource_key: str,
         metric: Metric,
         out: Collected,
     ) -> None:
-        place = self._placer.place(resource, {"metric.name": metric.name})
+        name = metric.name
+        place = self._place(resource, resource_key, name)
         if place is None:
-            out.reject("missing_service", f"metric {metric.name!r}: {_NO_SERVICE}")
+            out.reject("missing_service", f"metric {name!r}: {_NO_SERVICE}")
             return
         if place.excluded:
-            out.reject("excluded_by_rule", f"metric {metric.name!r} of {place.service}")
+            out.reject("excluded_by_rule", f"metric {name!r} of {place.service}")
             return
         self._targets.learn(place.service)
-        context = _Context(place, resource_key, metric.name, metric.unit or None)
+        client = name.startswith(_CLIENT_PREFIXES)
+        context = _Context(place, resource_key, name, metric.unit or None, client)
 
         kind = metric.WhichOneof("data")
         if kind == "gauge":
-            for point in metric.gauge.data_points:
-                self._gauge_point(context, point, out)
+            self._gauge_points(context, metric.gauge.data_points, out)
         elif kind == "sum":
-            for point in metric.sum.data_points:
-                self._sum_point(context, metric, point, out)
+            data = metric.sum
+            if data.is_monotonic:
+                temporality = data.aggregation_temporality
+                self._sum_points(context, temporality, data.data_points, out)
+            else:
+                self._gauge_points(context, data.data_points, out)
         elif kind == "histogram":
             temporality = metric.histogram.aggregation_temporality
             for h in metric.histogram.data_points:
@@ -159,42 +184,84 @@ class MetricDecoder:
             for s in metric.summary.data_points:
                 self._summary_point(context, s, out)
         else:
-            out.reject("invalid_point", f"metric {metric.name!r} has no data")
+            out.reject("invalid_point", f"metric {name!r} has no data")
 
-    def _gauge_point(self, c: _Context, point: NumberDataPoint, out: Collected) -> None:
-        if point.flags & _NO_VALUE:
-            return
-        labels, place = self._labels_and_place(c, point.attributes)
-        self._gauge(out, place, point.time_unix_nano, c.name, _number(point), c, labels)
+    def _place(self, resource: Attributes, resource_key: str, name: str) -> Place | None:
+        # Rules read the resource and the metric name only, so a placement
+        # holds for every point of the metric and every later message.
+        key = (resource_key, name)
+        if key in self._places:
+            return self._places[key]
+        if len(self._places) >= _MEMORY:
+            self._places.clear()
+        place = self._places[key] = self._placer.place(resource, {"metric.name": name})
+        return place
 
-    def _sum_point(
-        self, c: _Context, metric: Metric, point: NumberDataPoint, out: Collected
+    def _gauge_points(
+        self, c: _Context, points: Sequence[NumberDataPoint], out: Collected
     ) -> None:
-        if point.flags & _NO_VALUE:
-            return
-        if not metric.sum.is_monotonic:
-            self._gauge_point(c, point, out)
-            return
-        temporality = metric.sum.aggregation_temporality
-        value = _number(point)
-        labels, place = self._labels_and_place(c, point.attributes)
-        if temporality == _DELTA:
-            if not value >= 0:
-                out.reject("invalid_point", f"{c.name}: a monotonic delta of {value!r}")
-                return
-            increase: float | None = value
-        elif temporality == _CUMULATIVE:
-            key = (c.resource_key, c.name, tuple(sorted(labels.items())))
-            found = self._series.increase(
-                key, point.start_time_unix_nano, point.time_unix_nano, (value,)
-            )
-            increase = None if found is None else found.counts[0]
-        else:
-            out.reject("invalid_point", f"{c.name}: {_NO_TEMPORALITY}")
-            return
-        if increase is not None:
-            when = _when(point, temporality)
-            self._counter(out, place, when, c.name, increase, c, labels)
+        # Runs once per point, so it keeps to local names, and appends a
+        # sample itself when the metric's names are valid (see `_Context`).
+        read, name, unit, place = self._labels.read, c.name, c.unit, c.place
+        layer, service, kept = place.layer, place.service, place.attributes
+        samples, attributes = out.samples, out.attributes
+        for point in points[:]:
+            if point.flags & _NO_VALUE:
+                continue
+            value = point.as_double
+            if not value and point.as_int:
+                value = float(point.as_int)
+            labels = read(point.attributes)[0]
+            fields = MetricPoint(name, "gauge", value, unit, labels)
+            time_ns = point.time_unix_nano
+            if c.fast and time_ns > 0:
+                samples.append((time_ns // 1000, layer, service, _KIND, fields))
+                attributes.append(kept)
+            else:
+                out.metric(time_ns, self._point_place(c, point), fields)
+
+    def _sum_points(
+        self,
+        c: _Context,
+        temporality: int,
+        points: Sequence[NumberDataPoint],
+        out: Collected,
+    ) -> None:
+        # Runs once per point, as `_gauge_points` does.
+        read, name = self._labels.read, c.name
+        series_of, add = self._series.increase_of, self._totals.add
+        for point in points[:]:
+            if point.flags & _NO_VALUE:
+                continue
+            value = point.as_double
+            if not value and point.as_int:
+                value = float(point.as_int)
+            labels, label_key = read(point.attributes)
+            if temporality == _CUMULATIVE:
+                key = (c.resource_key, name, label_key)
+                when = point.time_unix_nano
+                increase = series_of(key, point.start_time_unix_nano, when, value)
+                if increase is None:
+                    continue
+            elif temporality == _DELTA:
+                if not value >= 0:
+                    out.reject("invalid_point", f"{name}: a monotonic delta of {value!r}")
+                    continue
+                increase, when = value, _when(point, temporality)
+            else:
+                out.reject("invalid_point", f"{name}: {_NO_TEMPORALITY}")
+                continue
+
+            place = self._point_place(c, point) if c.client else c.place
+            total, new = add((place.layer, place.service, name, label_key), increase)
+            fields = MetricPoint(name, "counter", total, c.unit, labels)
+            if new:
+                out.metric(when, place, MetricPoint(name, "counter", 0.0, c.unit, labels))
+            if c.fast and when > 0:
+                out.samples.append((when // 1000, place.layer, place.service, _KIND, fields))
+                out.attributes.append(place.attributes)
+            else:
+                out.metric(when, place, fields)
 
     def _histogram_point(
         self,
@@ -206,17 +273,19 @@ class MetricDecoder:
         if point.flags & _NO_VALUE:
             return
         bounds = list(point.explicit_bounds)
-        if point.bucket_counts and len(point.bucket_counts) != len(bounds) + 1:
+        bucket_counts = list(point.bucket_counts)
+        if bucket_counts and len(bucket_counts) != len(bounds) + 1:
             out.reject(
                 "invalid_point",
-                f"{c.name}: {len(point.bucket_counts)} bucket counts for "
+                f"{c.name}: {len(bucket_counts)} bucket counts for "
                 f"{len(bounds)} bounds",
             )
             return
-        labels, place = self._labels_and_place(c, point.attributes)
-        counts = (point.count, *point.bucket_counts)
+        labels, label_key = self._labels.read(point.attributes)
+        place = self._client_place(c, point.attributes) if c.client else c.place
+        counts = (point.count, *bucket_counts)
         total = point.sum if point.HasField("sum") else float("nan")
-        increase = self._interval(c, labels, temporality, point, counts, total, out)
+        increase = self._interval(c, label_key, temporality, point, counts, total, out)
         if increase is None:
             return
         delta = temporality == _DELTA
@@ -224,12 +293,12 @@ class MetricDecoder:
         highest = point.max if delta and point.HasField("max") else None
         buckets = (
             explicit_buckets(bounds, [int(n) for n in increase.counts[1:]])
-            if point.bucket_counts
+            if bucket_counts
             else []
         )
         found = percentiles(buckets, self._settings.percentiles, lowest, highest)
         when = _when(point, temporality)
-        self._distribution(out, place, when, c, labels, increase, found)
+        self._distribution(out, place, when, c, labels, label_key, increase, found)
 
     def _exponential_point(
         self,
@@ -240,7 +309,8 @@ class MetricDecoder:
     ) -> None:
         if point.flags & _NO_VALUE:
             return
-        labels, place = self._labels_and_place(c, point.attributes)
+        labels, label_key = self._labels.read(point.attributes)
+        place = self._client_place(c, point.attributes) if c.client else c.place
         positive, negative = point.positive, point.negative
         counts = (
             point.count,
@@ -252,7 +322,7 @@ class MetricDecoder:
         # Differencing needs the same bucket layout: a new layout is a new series.
         layout = (point.scale, positive.offset, negative.offset)
         increase = self._interval(
-            c, labels, temporality, point, counts, total, out, layout
+            c, label_key, temporality, point, counts, total, out, layout
         )
         if increase is None:
             return
@@ -270,14 +340,15 @@ class MetricDecoder:
         highest = point.max if delta and point.HasField("max") else None
         found = percentiles(buckets, self._settings.percentiles, lowest, highest)
         when = _when(point, temporality)
-        self._distribution(out, place, when, c, labels, increase, found)
+        self._distribution(out, place, when, c, labels, label_key, increase, found)
 
     def _summary_point(
         self, c: _Context, point: SummaryDataPoint, out: Collected
     ) -> None:
         if point.flags & _NO_VALUE:
             return
-        labels, place = self._labels_and_place(c, point.attributes)
+        labels, label_key = self._labels.read(point.attributes)
+        place = self._client_place(c, point.attributes) if c.client else c.place
         reported = {round(v.quantile * 100, 6): v.value for v in point.quantile_values}
         found = [
             Percentile(q, reported[q], reported[q], reported[q], "reported")
@@ -287,18 +358,18 @@ class MetricDecoder:
         # A summary's count and sum are cumulative (the data model has no
         # delta summaries).
         increase = self._interval(
-            c, labels, _CUMULATIVE, point, (point.count,), point.sum, out
+            c, label_key, _CUMULATIVE, point, (point.count,), point.sum, out
         )
         time_ns = point.time_unix_nano
         if increase is None:
             self._percentiles(out, place, time_ns, c, labels, found)
             return
-        self._distribution(out, place, time_ns, c, labels, increase, found)
+        self._distribution(out, place, time_ns, c, labels, label_key, increase, found)
 
     def _interval(
         self,
         c: _Context,
-        labels: Labels,
+        label_key: LabelKey,
         temporality: int,
         point: Point,
         counts: Sequence[float],
@@ -311,7 +382,7 @@ class MetricDecoder:
         if temporality != _CUMULATIVE:
             out.reject("invalid_point", f"{c.name}: {_NO_TEMPORALITY}")
             return None
-        key = (c.resource_key, c.name, tuple(sorted(labels.items())), layout)
+        key = (c.resource_key, c.name, label_key, layout)
         return self._series.increase(
             key, point.start_time_unix_nano, point.time_unix_nano, counts, total
         )
@@ -323,14 +394,17 @@ class MetricDecoder:
         time_ns: int,
         c: _Context,
         labels: Labels,
+        label_key: LabelKey,
         increase: Increase,
         found: list[Percentile],
     ) -> None:
         count = increase.counts[0]
-        self._counter(out, place, time_ns, f"{c.name}.count", count, c, labels)
+        name = f"{c.name}.count"
+        self._counter(out, place, time_ns, name, count, c, labels, label_key)
         if count > 0 and increase.total == increase.total:
             mean = increase.total / count
-            self._gauge(out, place, time_ns, f"{c.name}.mean", mean, c, labels)
+            point = MetricPoint(f"{c.name}.mean", "gauge", mean, c.unit, labels)
+            out.metric(time_ns, place, point)
         self._percentiles(out, place, time_ns, c, labels, found)
 
     def _percentiles(
@@ -350,26 +424,7 @@ class MetricDecoder:
             if p.resolution == "overflow":
                 tagged["above"] = f"{p.lower:g}"
             name = f"{c.name}.p{p.q:g}"
-            self._gauge(out, place, time_ns, name, value, c, tagged)
-
-    def _gauge(
-        self,
-        out: Collected,
-        place: Place,
-        time_ns: int,
-        name: str,
-        value: float,
-        c: _Context,
-        labels: Labels,
-    ) -> None:
-        sample = {
-            "name": name,
-            "type": "gauge",
-            "value": value,
-            "unit": c.unit,
-            "labels": labels,
-        }
-        out.sample(time_ns, place.layer, place.service, place.attributes, sample)
+            out.metric(time_ns, place, MetricPoint(name, "gauge", value, c.unit, tagged))
 
     def _counter(
         self,
@@ -380,29 +435,19 @@ class MetricDecoder:
         increase: float,
         c: _Context,
         labels: Labels,
+        label_key: LabelKey,
     ) -> None:
-        series = (place.layer, place.service, name, tuple(sorted(labels.items())))
-        for total in self._totals.samples(series, increase):
-            sample = {
-                "name": name,
-                "type": "counter",
-                "value": total,
-                "unit": c.unit,
-                "labels": labels,
-            }
-            out.sample(time_ns, place.layer, place.service, place.attributes, sample)
+        series = (place.layer, place.service, name, label_key)
+        total, new = self._totals.add(series, increase)
+        if new:
+            out.metric(time_ns, place, MetricPoint(name, "counter", 0.0, c.unit, labels))
+        out.metric(time_ns, place, MetricPoint(name, "counter", total, c.unit, labels))
 
-    def _labels_and_place(
-        self, c: _Context, pairs: Sequence[object]
-    ) -> tuple[Labels, Place]:
-        attributes = attributes_of(pairs)  # type: ignore[arg-type]
-        labels = {key: str(value) for key, value in attributes.items()}
-        if not c.name.startswith(_CLIENT_PREFIXES):
-            return labels, c.place
-        target = self._targets.of(attributes)
+    def _client_place(self, c: _Context, pairs: Iterable[KeyValue]) -> Place:
+        target = self._targets.of(attributes_of(pairs))
         if target is None or target.kind == "internal":
-            return labels, c.place
-        return labels, Place(target.service, target.layer, c.place.attributes)
+            return c.place
+        return Place(target.service, target.layer, c.place.attributes)
 
 
 def _when(point: Point, temporality: int) -> int:
@@ -417,9 +462,14 @@ def _when(point: Point, temporality: int) -> int:
 
 
 def _number(point: NumberDataPoint) -> float:
-    if point.WhichOneof("value") == "as_int":
-        return float(point.as_int)
-    return point.as_double
+    # Reading both members is cheaper than asking which one is set: the unset
+    # one reads as zero. A double of zero keeps its sign.
+    value = point.as_double
+    if not value:
+        whole = point.as_int
+        if whole:
+            return float(whole)
+    return value
 
 
 _NO_SERVICE = "the resource has no service.name and no workload or host name"

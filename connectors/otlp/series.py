@@ -89,6 +89,28 @@ class CumulativeSeries:
         )
         return Increase(counts, point.total - last.total)
 
+    def increase_of(
+        self, series: Hashable, start_ns: int, time_ns: int, value: float
+    ) -> float | None:
+        """`increase` for a series of one count (a sum), without the tuples.
+
+        A sum's series never changes its number of counts, and it has no
+        total, so only the rules that apply to one number are left.
+        """
+        last = self._last.get(series)
+        if last is not None and time_ns <= last.time_ns:
+            return None
+        self._remember(series, _Last(start_ns, time_ns, (value,), 0.0))
+
+        if last is None:
+            if start_ns <= 0 or start_ns > time_ns:
+                return None
+            return value if time_ns - start_ns <= self._max_age_ns else None
+        if start_ns != last.start_ns:
+            return value if start_ns >= last.time_ns else None
+        before = last.counts[0]
+        return value if value < before else value - before
+
     def _first(self, point: _Last) -> Increase | None:
         if point.start_ns <= 0 or point.start_ns > point.time_ns:
             return None

@@ -6,7 +6,10 @@ call graph, and the same parameters for every case. Cases that continue the
 same history of normal operation (PetShop's) share it: the flow runs over the
 history once with recovery on, and each case resumes from a copy of that
 state, exactly as if the history had been replayed in front of it. The
-incidents published are then matched to the faults:
+alerts published, incidents and early warnings alike (a fault that users
+barely feel is still caught when the deep stack warns of it), are then
+matched to the faults; `incidents_only` gives the same figures for the
+incidents alone:
 
 - An incident is judged by the root-cause ranking of its last record
   published no later than `SETTLE_S` after it opened: what an on-call
@@ -53,7 +56,7 @@ from connectors.nezha import load_day
 from connectors.petshop import Case as PetShopCase
 from connectors.petshop import load_scenario
 from flows.pipeline import FlowConfig, Record, build_flow
-from foreshock.records import Incident
+from foreshock.records import EarlyWarning, Incident
 from foreshock.topology import Topology
 from foreshock.windows import EPOCH, WindowSpec
 
@@ -77,6 +80,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# The title an early warning carries once shaped as an alert for scoring.
+WARNING_TITLE = "early warning"
 
 SETTLE_S = 300.0
 BEFORE_S = 60.0
@@ -271,9 +277,12 @@ def run_rca(dataset: str, data: Path, subset: str | None = None) -> dict[str, ob
     cases = spec.load(data, subset)
 
     by_group: dict[str, Score] = {}
-    for group, outcome in _scores(cases):
+    paged = Score([], 0)
+    for group, outcome, incidents in _scores(cases):
         by_group[group] = by_group.get(group, Score([], 0)) + outcome
+        paged = paged + incidents
     summary = summarise(sum(by_group.values(), Score([], 0)))
+    summary["incidents_only"] = _figures(paged)
     if spec.group is not None:
         summary[f"per_{spec.group}"] = {
             group: _figures(outcome) for group, outcome in sorted(by_group.items())
@@ -286,25 +295,37 @@ def run_rca(dataset: str, data: Path, subset: str | None = None) -> dict[str, ob
     }
 
 
-def _scores(cases: Sequence[Case]) -> Iterator[tuple[str, Score]]:
-    """Each case's score, and the false incidents of each shared history."""
+def _scores(cases: Sequence[Case]) -> Iterator[tuple[str, Score, Score]]:
+    """Each case's score for every alert and for incidents alone, and the
+    false alerts of each shared history."""
     shared: dict[History, list[Case]] = {}
     for case in cases:
         if case.history is None:
-            yield case.group, _score_case(case, run_case(case))
+            yield case.group, *_score_case(case, run_case(case))
         else:
             shared.setdefault(case.history, []).append(case)
 
     for history, group in shared.items():
         before, runs = run_forked(history, group)
-        yield group[0].group, score(settle(before), [])
-        for case, incidents in zip(group, runs, strict=True):
-            yield case.group, _score_case(case, incidents)
+        yield (
+            group[0].group,
+            score(settle(before), []),
+            score(settle(_incidents(before)), []),
+        )
+        for case, alerts in zip(group, runs, strict=True):
+            yield case.group, *_score_case(case, alerts)
 
 
-def _score_case(case: Case, incidents: Iterable[Incident]) -> Score:
+def _score_case(case: Case, alerts: Sequence[Incident]) -> tuple[Score, Score]:
     before_s, after_s = case.match_s
-    return score(settle(incidents), case.faults, before_s, after_s)
+    return (
+        score(settle(alerts), case.faults, before_s, after_s),
+        score(settle(_incidents(alerts)), case.faults, before_s, after_s),
+    )
+
+
+def _incidents(alerts: Iterable[Incident]) -> list[Incident]:
+    return [a for a in alerts if a.title != WARNING_TITLE]
 
 
 def run_case(case: Case) -> list[Incident]:
@@ -392,7 +413,38 @@ def _run(
     run_main(  # type: ignore[no-untyped-call]
         flow, epoch_interval=_ONE_EPOCH, recovery_config=recovery
     )
-    return [r for r in out if isinstance(r, Incident)]
+    return _alerts(out)
+
+
+def _alerts(records: Iterable[Record]) -> list[Incident]:
+    """Incidents, and early warnings in the shape of one, in publishing order.
+
+    A warning's first publication is when it opened; its ranked services
+    are its root causes. Its title marks it, so the two can be told apart.
+    """
+    alerts: list[Incident] = []
+    opened: dict[str, datetime] = {}
+    for r in records:
+        if isinstance(r, Incident):
+            alerts.append(r)
+        elif isinstance(r, EarlyWarning):
+            first = opened.setdefault(r.id, r.published_at)
+            alerts.append(
+                Incident(
+                    id=r.id,
+                    status="open",
+                    title=WARNING_TITLE,
+                    opened_at=first,
+                    updated_at=r.published_at,
+                    resolved_at=None,
+                    user_facing=[],
+                    root_causes=r.root_causes,
+                    chain=r.evidence,
+                    lead_time_s=None,
+                    early_warnings=[],
+                )
+            )
+    return alerts
 
 
 # -- scoring -----------------------------------------------------------------------

@@ -111,8 +111,9 @@ def test_warming_up_anomalies_page_unless_configured_not_to() -> None:
     paging = _feed(Correlator(SHOP), minutes=8, bad=bad, warming_until=6)
     silent = _feed(Correlator(SHOP, quiet), minutes=8, bad=bad, warming_until=6)
 
-    assert [i.status for i in _incidents(paging)][:1] == ["open"]
-    assert [w.services for w in _warnings(paging)] == [["db"]]
+    opened = _incidents(paging)[0]
+    assert opened.status == "open"
+    assert [c.service for c in opened.root_causes][:1] == ["db"]
     assert silent == []
 
 
