@@ -7,7 +7,7 @@ DATA ?= ../shared/data
 .DEFAULT_GOAL := help
 .PHONY: help install demo test test-fast test-services test-collector lint format \
 	schemas kafka kafka-fetch otelcol \
-	bench-nab bench-rca bench-rum
+	bench-nab bench-rca bench-rum bench-throughput bench-series
 
 help: ## list every task
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' \
@@ -28,7 +28,7 @@ demo: install ## run the main flow on a simulated stack (no broker needed)
 kafka-fetch: install ## fetch the pinned Apache Kafka into the cache (once)
 	$(BIN)/python -m foreshock.broker fetch
 
-test-services: ## install the services the suite runs (Alertmanager)
+test-services: ## install the programs the suite runs (Alertmanager, Chromium)
 	bash scripts/install-test-services.sh
 
 otelcol: ## build the pinned OpenTelemetry Collector into the cache (once)
@@ -67,3 +67,9 @@ bench-rca: install ## root-cause accuracy on Nezha and PetShop (DATA=../shared/d
 
 bench-rum: install ## RUM beacons decoded per second, against orjson alone
 	$(BIN)/python -m foreshock.benchmarks.rum_decode --json
+
+bench-throughput: install kafka-fetch ## flow events/s on a real broker vs a bare consumer
+	$(BIN)/foreshock bench throughput --json
+
+bench-series: install ## memory and scoring time of 100,000 live series
+	$(BIN)/foreshock bench series --json

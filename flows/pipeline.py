@@ -13,6 +13,7 @@ type (to Kafka topics, a console, a list in tests).
 
 from __future__ import annotations
 
+import gc
 import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ from foreshock.topology import Topology
 from foreshock.windows import WindowSpec, WindowStore
 from models import Detector, make_detector
 
-__all__ = ["FlowConfig", "Record", "build_flow"]
+__all__ = ["FlowConfig", "Record", "build_flow", "tune_garbage_collector"]
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,22 @@ def _count_anomaly(step_id: str, anomaly: Anomaly) -> None:
 
 def _count_correlated(step_id: str, output: Output) -> None:
     telemetry.correlated([output])
+
+
+def tune_garbage_collector() -> None:
+    """Collect garbage less often while a flow runs in this process.
+
+    A flow makes container objects per event that die within their batch,
+    while its state (windows, detectors, correlation) lives long. With
+    CPython's default thresholds the batch-lived objects get promoted, and
+    full collections sweep the whole long-lived state again and again: on
+    the throughput benchmark they took about a third of the flow's CPU
+    time. What exists before the run (modules, schemas, the flow) is frozen
+    out of collection, and young collections wait for 200,000 allocations.
+    Call it once, just before running a long flow.
+    """
+    gc.freeze()
+    gc.set_threshold(200_000, 50, 100)
 
 
 def _kpi_or_none(item: KpiRecord | DeadLetter | LateEvent) -> KpiRecord | None:

@@ -18,7 +18,13 @@ from bytewax.operators import StatefulBatchLogic, StatefulLogic
 from connectors.messages import RawBatch, RawMessage
 from foreshock import telemetry
 from foreshock.correlation import Correlator, Output
-from foreshock.decode import Decoder, Rejection, decode_native, to_dead_letter
+from foreshock.decode import (
+    Decoder,
+    Rejection,
+    SampleDecoder,
+    decode_native,
+    to_dead_letter,
+)
 from foreshock.feedback import Feedback
 from foreshock.kpis import Kpi
 from foreshock.native_scan import scan_native
@@ -69,6 +75,8 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
         decoder = self.decoders.get(value.format)
         if decoder is decode_native:
             self._native(value.messages, out)
+        elif isinstance(decoder, SampleDecoder):
+            self._scanned(value.messages, decoder, out)
         else:
             self._decoded(value, decoder, out)
         out.extend(self._closed(store.close_ready()))
@@ -97,6 +105,32 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
                     out.append(
                         _late(late.event, late.window_start, late.watermark, message)
                     )
+
+    def _scanned(
+        self,
+        messages: Sequence[RawMessage],
+        decoder: SampleDecoder,
+        out: list[WindowItem],
+    ) -> None:
+        """Formats that hand over samples (OTLP): a message's samples at once.
+
+        A message carries many samples and no event is made of them; a late
+        one is reported from its sample.
+        """
+        spec = self.store.spec
+        for message in messages:
+            if message.value is None:
+                self.tombstones += 1
+                continue
+            samples, rejections = decoder.scan(message.value)
+            for rejection in rejections:
+                letter = self._reject(rejection, message)
+                if letter is not None:
+                    out.append(letter)
+            for position, index, watermark_us in self.store.add_samples(samples):
+                watermark = EPOCH + timedelta(microseconds=watermark_us)
+                start = spec.start(index)
+                out.append(_late_sample(samples[position], start, watermark, message))
 
     def _native(self, messages: Sequence[RawMessage], out: list[WindowItem]) -> None:
         """Native events: the fast decoder first, the pydantic model if unusual."""
@@ -213,9 +247,22 @@ def _unknown_format(name: str) -> Rejection:
 def _late(
     event: Event, window_start: datetime, watermark: datetime, message: RawMessage
 ) -> LateEvent:
+    sample = sample_of(event)
+    return _late_sample(sample, window_start, watermark, message, event.event_id)
+
+
+def _late_sample(
+    sample: Sample,
+    window_start: datetime,
+    watermark: datetime,
+    message: RawMessage,
+    event_id: str | None = None,
+) -> LateEvent:
+    t_us, layer, service, kind, _ = sample
+    event_time = EPOCH + timedelta(microseconds=t_us)
     log.warning(
         "late event service=%s window=%s watermark=%s topic=%s partition=%s offset=%s",
-        event.service,
+        service,
         window_start,
         watermark,
         message.topic,
@@ -223,17 +270,17 @@ def _late(
         message.offset,
     )
     return LateEvent(
-        layer=event.layer,
-        service=event.service,
-        kind=event.payload.kind,
-        event_time=event.time,
+        layer=layer,
+        service=service,
+        kind=kind,
+        event_time=event_time,
         window_start=window_start,
         watermark=watermark,
-        event_id=event.event_id,
+        event_id=event_id,
         topic=message.topic,
         partition=message.partition,
         offset=message.offset,
-        lateness_s=max(0.0, (watermark - event.time).total_seconds()),
+        lateness_s=max(0.0, (watermark - event_time).total_seconds()),
     )
 
 

@@ -11,14 +11,11 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from connectors.messages import RawMessage
-from foreshock.decode import Rejection, to_dead_letter
+from foreshock.decode import CHANGE_FORMAT, Rejection, to_dead_letter
 from foreshock.records import Change, DeadLetter, stable_id
 from foreshock.schema import ChangeEvent
 
 __all__ = ["CHANGE_FORMAT", "read_change"]
-
-# The format name that routes a topic's messages here (`kafka.formats`).
-CHANGE_FORMAT = "change"
 
 
 def read_change(message: RawMessage) -> Change | DeadLetter | None:

@@ -23,7 +23,7 @@ log = logging.getLogger("foreshock")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
-    if rest and getattr(args, "run", None) not in (_bench_nab, _bench_rca):
+    if rest and getattr(args, "run", None) not in _OWN_OPTIONS:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.rest = rest
     logging.basicConfig(
@@ -148,6 +148,16 @@ def _parser() -> argparse.ArgumentParser:
         "rca", help="root-cause analysis on labelled faults", add_help=False
     )
     rca.set_defaults(run=_bench_rca)
+    throughput = bench.add_parser(
+        "throughput",
+        help="events per second of the Kafka flow against a bare consumer",
+        add_help=False,
+    )
+    throughput.set_defaults(run=_bench_throughput)
+    series = bench.add_parser(
+        "series", help="memory and scoring time of many live series", add_help=False
+    )
+    series.set_defaults(run=_bench_series)
     return parser
 
 
@@ -307,6 +317,22 @@ def _bench_rca(args: argparse.Namespace) -> int:
     from foreshock.benchmarks import rca
 
     return rca.main(args.rest)
+
+
+def _bench_throughput(args: argparse.Namespace) -> int:
+    from foreshock.benchmarks import throughput
+
+    return throughput.main(args.rest)
+
+
+def _bench_series(args: argparse.Namespace) -> int:
+    from foreshock.benchmarks import series
+
+    return series.main(args.rest)
+
+
+# Commands that parse their own options from what argparse left over.
+_OWN_OPTIONS = (_bench_nab, _bench_rca, _bench_throughput, _bench_series)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pydantic_settings import (
 from connectors.otlp import format_for_topic
 from connectors.otlp.settings import OtlpSettings
 from connectors.rum import RumSettings
-from foreshock.decode import format_names
+from foreshock.decode import CHANGE_FORMAT, format_names
 from foreshock.windows import EPOCH, WindowSpec
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ class KafkaSettings(_Section):
 
     @model_validator(mode="after")
     def _known_formats(self) -> KafkaSettings:
-        known = format_names()
+        known = [*format_names(), CHANGE_FORMAT]
         for topic, name in self.formats.items():
             if name not in known:
                 raise ValueError(

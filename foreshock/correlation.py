@@ -111,6 +111,7 @@ class _Open:
     # Evidence seen while open, by series: an incident longer than the
     # lookback keeps its early evidence, and with it its chain and lead time.
     seen: dict[tuple[Layer, str, str], Evidence] = field(default_factory=dict)
+    resolved_at: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -119,8 +120,10 @@ class _Warning:
 
     warning: EarlyWarning
     last_seen: datetime
-    # The onset of each member's episode: a later episode warns anew.
+    # When each member service's trouble started, and the episode onset of
+    # each series that took part: a later episode of a series warns anew.
     onsets: dict[str, datetime] = field(default_factory=dict)
+    series: dict[tuple[Layer, str, str], datetime] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -192,6 +195,9 @@ class Correlator:
     _pending: dict[datetime, list[KpiScore]] = field(default_factory=dict)
     _episodes: dict[tuple[Layer, str, str], _Episode] = field(default_factory=dict)
     _open: list[_Open] = field(default_factory=list)
+    # Incidents resolved within the cool-down: trouble in their scope is
+    # their tail, and users hit again reopen them.
+    _recent: list[_Open] = field(default_factory=list)
     _warnings: list[_Warning] = field(default_factory=list)
     _runs: dict[tuple[Layer, str, str], int] = field(default_factory=dict)
     _run_starts: dict[tuple[Layer, str, str], datetime] = field(default_factory=dict)
@@ -385,13 +391,29 @@ class Correlator:
             by_service[a.service].append(a)
         for service, found in sorted(by_service.items()):
             current = self._incident_for(service)
-            if current is None:
+            if current is None and (current := self._recent_for(service)):
+                # Users hit again within the cool-down: the same failure.
+                self._recent.remove(current)
+                self._open.append(current)
+                current.incident = self._picture(current, now, "open").model_copy(
+                    update={"resolved_at": None}
+                )
+                current.emitted_top = _top(current.incident)
+                yield current.incident
+            elif current is None:
                 current = self._start(service, found, now)
                 self._open.append(current)
                 yield current.incident
             current.user_services.add(service)
             for a in found:
                 current.symptoms[(a.layer, a.service, a.kpi)] = 0
+
+    def _recent_for(self, service: str) -> _Open | None:
+        mine = set(self.topology.dependencies(service))
+        for current in self._recent:
+            if service in current.user_services or mine & self._scope(current):
+                return current
+        return None
 
     def _incident_for(self, service: str) -> _Open | None:
         # Users of the web and of the app hit by one failed dependency share
@@ -458,7 +480,10 @@ class Correlator:
         for current in done:
             self._open.remove(current)
             final = self._picture(current, now, "resolved")
-            yield final.model_copy(update={"resolved_at": now})
+            current.incident = final.model_copy(update={"resolved_at": now})
+            current.resolved_at = now
+            self._recent.append(current)
+            yield current.incident
 
     # -- early warnings -----------------------------------------------------------
 
@@ -468,43 +493,52 @@ class Correlator:
         return not near.isdisjoint(members)
 
     def _warn(self, deep: list[Anomaly], now: datetime) -> Iterator[Output]:
-        # Deep trouble that starts within an episode gap of other trouble
-        # sharing users at risk is one warning: services join it instead of
-        # paging one by one. A shift in traffic alone is not trouble; it is
-        # evidence once something breaks.
+        # Deep trouble that starts within an episode gap of a warning's first
+        # trouble, in the same or a neighbouring service sharing users at
+        # risk, is that warning: services join it instead of paging one by
+        # one. A series warns once per episode; a new episode of a service
+        # already warned about is new trouble. A shift in traffic alone is
+        # not trouble; it is evidence once something breaks.
         quiet = timedelta(seconds=self.config.cooldown_s)
         gap = timedelta(seconds=self.config.episode_gap_s)
         self._warnings = [g for g in self._warnings if now - g.last_seen < quiet]
-        harmful = {
-            a.service
+        self._recent = [
+            c for c in self._recent if c.resolved_at and now - c.resolved_at < quiet
+        ]
+        troubles = sorted(
+            (self._onset(a), a.service, (a.layer, a.service, a.kpi))
             for a in deep
             if a.dimension != "throughput"
             and self._runs.get((a.layer, a.service, a.kpi), 0)
             >= self.config.warn_confirm_windows
-        }
-        for onset, service, evidence in sorted(
-            (min(e.onset for e in ev), s, ev)
-            for s in harmful
-            if (ev := self._evidence_of(s))
-        ):
+        )
+        for onset, service, key in troubles:
             at_risk = self.topology.user_facing_dependents(service)
-            if not at_risk or any(service in self._scope(c) for c in self._open):
+            if not at_risk or any(
+                service in self._scope(c) for c in [*self._open, *self._recent]
+            ):
                 continue
-            same = [g for g in self._warnings if g.onsets.get(service) == onset]
-            for g in same:
+            known = [g for g in self._warnings if g.series.get(key) == onset]
+            for g in known:
                 g.last_seen = now
-            if same:
+            if known:
                 continue
             group = next(
                 (
                     g
                     for g in self._warnings
                     if set(g.warning.at_risk) & set(at_risk)
-                    and onset - max(g.onsets.values()) <= gap
-                    and self._adjacent(service, g.onsets)
+                    and onset - min(g.onsets.values()) <= gap
+                    and (service in g.onsets or self._adjacent(service, g.onsets))
                 ),
                 None,
             )
+            if group is not None:
+                group.series[key] = onset
+                group.last_seen = now
+                if service in group.onsets:
+                    continue
+            evidence = self._evidence_of(service)
             if group is None:
                 group = _Warning(
                     warning=EarlyWarning(
@@ -523,6 +557,7 @@ class Correlator:
             else:
                 status = "updated"
             group.onsets[service] = onset
+            group.series[key] = onset
             group.last_seen = now
             old = group.warning
             members = {*group.onsets}

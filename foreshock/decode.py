@@ -24,13 +24,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import import_module
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from pydantic import ValidationError
 
 from connectors.messages import RawMessage
 from foreshock.records import DeadLetter
 from foreshock.schema import EVENT_ADAPTER, Event
+from foreshock.windows import Sample
 
 if TYPE_CHECKING:
     from foreshock.config import Settings
@@ -39,6 +40,8 @@ __all__ = [
     "Decoder",
     "FormatUnavailableError",
     "Rejection",
+    "SampleDecoder",
+    "Scanned",
     "Tombstone",
     "UnknownFormatError",
     "decode",
@@ -71,6 +74,23 @@ class Rejection:
 
 Decoded = tuple[list[Event], list[Rejection]]
 Decoder = Callable[[bytes], Decoded]
+# A message as the window samples of its events, and its rejections.
+Scanned = tuple[list[Sample], list[Rejection]]
+
+
+@runtime_checkable
+class SampleDecoder(Protocol):
+    """A decoder that also hands over window samples without making events.
+
+    A format whose messages carry many events (OTLP) offers `scan`, so that
+    the window step adds them in bulk, as it does native events. `scan`
+    gives the samples of the events a call gives, with the same rejections.
+    """
+
+    def __call__(self, data: bytes) -> Decoded: ...
+
+    def scan(self, data: bytes) -> Scanned: ...
+
 # A format's decoder is built from the job's settings, so that a format with
 # options (service mapping, bot rules) reads them from the same configuration.
 DecoderFactory = Callable[["Settings"], Decoder]
@@ -157,6 +177,10 @@ def to_dead_letter(message: RawMessage, rejection: Rejection) -> DeadLetter:
         timestamp_ms=message.timestamp_ms,
     )
 
+
+# Change messages (deploys, flags) are no telemetry: the flow sends a topic of
+# this format to the correlator instead of a decoder (see foreshock.changes).
+CHANGE_FORMAT = "change"
 
 # Format name -> where its decoder factory lives, as "module:attribute". The
 # import waits until a format is asked for, so a format whose code is absent

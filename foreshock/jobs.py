@@ -15,11 +15,11 @@ from connectors.kafka import KafkaSink, KafkaSource
 from connectors.reports import ReportDirectorySink
 from connectors.routing import encoder
 from connectors.webhook import WebhookSink
-from flows.pipeline import FlowConfig, build_flow
+from flows.pipeline import FlowConfig, build_flow, tune_garbage_collector
 from flows.reports import ReportOutput
 from foreshock.config import Settings, load_settings
 from foreshock.correlation import CorrelationConfig, Output
-from foreshock.decode import Decoder, decoder_for
+from foreshock.decode import CHANGE_FORMAT, Decoder, decoder_for
 from foreshock.telemetry import serve_metrics
 from foreshock.topology import Topology
 
@@ -61,7 +61,7 @@ def flow_config(settings: Settings, topology: Topology | None = None) -> FlowCon
 
 def decoders(settings: Settings) -> dict[str, Decoder]:
     """A decoder for native events and for every format an input topic names."""
-    names = {"native", *settings.kafka.formats.values()}
+    names = {"native", *settings.kafka.formats.values()} - {CHANGE_FORMAT}
     return {name: decoder_for(name, settings) for name in sorted(names)}
 
 
@@ -154,7 +154,9 @@ def run_kafka_job(config: Path | None, *, until_end: bool = False) -> int:
     m = settings.metrics
     metrics = serve_metrics(m.port, m.address) if m.enabled else None
     try:
-        run_main(kafka_flow(settings, until_end=until_end))  # type: ignore[no-untyped-call]
+        flow = kafka_flow(settings, until_end=until_end)
+        tune_garbage_collector()
+        run_main(flow)  # type: ignore[no-untyped-call]
     finally:
         if metrics is not None:
             metrics.close()

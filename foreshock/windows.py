@@ -214,42 +214,49 @@ class WindowStore:
     def add_samples(self, samples: Iterable[Sample]) -> list[LateSample]:
         """Add samples in order; return those refused as late.
 
-        This loop runs once per event, so it keeps to dictionary operations;
-        the aggregation waits for `_flush`, at the end of the batch.
+        This loop runs once per event, so it keeps the watermark's state in
+        local names (written back before anything else reads it) and does
+        only dictionary work; aggregation waits for the end of the batch.
         """
         late: list[LateSample] = []
         align, length = self.spec._align_us, self.spec._length_us
+        lateness = self.spec._lateness_us
         pending = self._pending
-        for position, (t_us, layer, service, kind, fields) in enumerate(samples):
-            index = (t_us - align) // length
-            first = self.next_to_close
-            if first is None or (index < first and not self._closed_any):
-                # Before any window has closed, an earlier event only moves
-                # the first window back.
-                self.next_to_close = index
-            elif index < first:
-                assert self._max_us is not None
-                late.append((position, index, self._max_us - self.spec._lateness_us))
-                continue
+        first, max_us, close_at = self.next_to_close, self._max_us, self._close_at_us
+        try:
+            for position, (t_us, layer, service, kind, fields) in enumerate(samples):
+                index = (t_us - align) // length
+                if first is None or (index < first and not self._closed_any):
+                    # Before any window has closed, an earlier event only
+                    # moves the first window back.
+                    first = index
+                elif index < first:
+                    assert max_us is not None
+                    late.append((position, index, max_us - lateness))
+                    continue
 
-            if kind == "metric_sample" and fields.type == "counter":
-                agg = self._aggregate(index, layer, service)
-                self._add_counter(agg, t_us, layer, service, fields)
-            else:
-                key = (index, layer, service, kind)
-                entry = pending.get(key)
-                if entry is None:
+                if kind == "metric_sample" and fields.type == "counter":
                     agg = self._aggregate(index, layer, service)
-                    pending[key] = (agg, [fields])
+                    self._add_counter(agg, t_us, layer, service, fields)
                 else:
-                    entry[1].append(fields)
+                    key = (index, layer, service, kind)
+                    entry = pending.get(key)
+                    if entry is None:
+                        agg = self._aggregate(index, layer, service)
+                        pending[key] = (agg, [fields])
+                    else:
+                        entry[1].append(fields)
 
-            if self._max_us is None or t_us > self._max_us:
-                self._max_us = t_us
-                # Windows close as the watermark passes them, event by event,
-                # so what is late does not depend on how input was batched.
-                if t_us >= self._close_at_us:
-                    self._ready.extend(self._close_passed())
+                if max_us is None or t_us > max_us:
+                    max_us = t_us
+                    # Windows close as the watermark passes them, event by
+                    # event, so what is late does not depend on batching.
+                    if t_us >= close_at:
+                        self.next_to_close, self._max_us = first, max_us
+                        self._ready.extend(self._close_passed())
+                        first, close_at = self.next_to_close, self._close_at_us
+        finally:
+            self.next_to_close, self._max_us = first, max_us
         self._flush()
         return late
 

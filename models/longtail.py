@@ -74,6 +74,7 @@ class LongTailConfig:
     damp: float = 0.1
     half_score_decades: float = 3.0
     smooth: int = 0
+    sustain: int = 0
     explain: float = 0.0
     veto: float = 0.0
 
@@ -129,6 +130,8 @@ class LongTailDetector:
         self._routine = _View(c)
         self._smooth = _View(c)
         self._residuals: list[float] = []
+        self._sus_hi = _View(c)
+        self._sus_lo = _View(c)
         self._routine_d = math.inf
         self._days = SeasonalMemory(c.slot_seconds, c.routine_days, c.timezone)
         self._forecast: float | None = None
@@ -199,6 +202,10 @@ class LongTailDetector:
             views.append((self._jump, x - self._forecast))
         if c.smooth > 1 and self._forecast is not None and len(self._smooth.short) >= c.warmup:
             views.append((self._smooth, self._smoothed(x - self._forecast)))
+        if c.sustain > 1 and self._forecast is not None and len(self._sus_hi.short) >= c.warmup:
+            hi, lo = self._sustained(x - self._forecast)
+            views.append((self._sus_hi, hi))
+            views.append((self._sus_lo, lo))
         residual = self._routine_residual(x, t)
         if residual is not None and len(self._routine.short) >= c.warmup:
             views.append((self._routine, residual))
@@ -206,6 +213,10 @@ class LongTailDetector:
         self._routine_d = math.inf
         for view, v in views:
             u, d = view.decades(v, floor, c.memory)
+            if view is self._sus_hi:
+                d = 0.0
+            elif view is self._sus_lo:
+                u = 0.0
             up, down = max(up, u), max(down, d)
             if view is self._routine:
                 self._routine_d = max(u, d)
@@ -216,6 +227,10 @@ class LongTailDetector:
         if c.veto > 0:
             out = min(out, self._routine_d + c.veto)
         return out
+
+    def _sustained(self, r: float) -> tuple[float, float]:
+        recent = self._residuals[-(self.config.sustain - 1):] + [r]
+        return min(recent), max(recent)
 
     def _smoothed(self, r: float) -> float:
         recent = self._residuals[-(self.config.smooth - 1):]
@@ -270,8 +285,14 @@ class LongTailDetector:
         self._jump.add(r, floor, clip)
         if c.smooth > 1:
             self._smooth.add(self._smoothed(r), floor, clip)
+        if c.sustain > 1:
+            hi, lo = self._sustained(r)
+            self._sus_hi.add(hi, floor, clip)
+            self._sus_lo.add(lo, floor, clip)
+        keep = max(c.smooth, c.sustain) - 1
+        if keep > 0:
             self._residuals.append(r)
-            del self._residuals[: -(c.smooth - 1)]
+            del self._residuals[:-keep]
         self._level.add(x, floor, clip)
         self._seen += 1
         if clip:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from functools import partial
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from connectors.otlp.callgraph import CallGraph
@@ -33,8 +33,7 @@ from connectors.otlp.placement import Placer
 from connectors.otlp.settings import OtlpSettings, Signal
 from connectors.otlp.targets import Targets
 from connectors.otlp.traces import TraceDecoder
-from foreshock.decode import Decoded, Decoder, Rejection
-from foreshock.windows import Sample
+from foreshock.decode import Decoded, Rejection, SampleDecoder, Scanned
 
 if TYPE_CHECKING:
     from foreshock.config import Settings
@@ -53,12 +52,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# A message as window samples, and what in it could not be used.
-Scanned = tuple[list[Sample], list[Rejection]]
-
 
 class OtlpDecoder:
-    """Decodes OTLP export requests into Foreshock events.
+    """Decodes OTLP export requests into Foreshock events or window samples.
 
     `call_graph` accumulates the caller -> callee edges seen in traces; its
     `topology()` is what `foreshock.topology` reads.
@@ -80,14 +76,23 @@ class OtlpDecoder:
     def scan(self, data: bytes, signal: Signal, encoding: Encoding) -> Scanned:
         """The window samples in one message, and what in it could not be used.
 
-        What `decode` returns, in the shape the window store takes, without
-        making an event of each sample.
+        The samples of the events `decode` returns, without making them.
         """
         out = self.collect(data, signal, encoding)
         return out.samples, out.rejections
 
-    def collect(self, data: bytes, signal: Signal, encoding: Encoding) -> Collected:
-        """Everything one message gives: samples, their events, rejections."""
+    def decode_json(self, data: bytes) -> Decoded:
+        """Decode OTLP/JSON of either signal, told apart by its top-level member."""
+        out = self.collect(data, None, "json")
+        return out.events(), out.rejections
+
+    def collect(
+        self, data: bytes, signal: Signal | None, encoding: Encoding
+    ) -> Collected:
+        """Everything one message gives: samples, their events, rejections.
+
+        `signal` None reads OTLP/JSON of either signal.
+        """
         out = Collected()
         empty = not data if encoding == "proto" else not data.strip()
         if empty:
@@ -96,6 +101,8 @@ class OtlpDecoder:
             )
             return out
         try:
+            if signal is None:
+                signal = detect_json_signal(data)
             request = parse(data, signal, encoding)
         except OtlpParseError as error:
             out.rejections.append(Rejection(error.reason, error.detail))
@@ -108,15 +115,25 @@ class OtlpDecoder:
         out.rejections = _summarised(out)
         return out
 
-    def decode_json(self, data: bytes) -> Decoded:
-        """Decode OTLP/JSON of either signal, told apart by its top-level member."""
-        if not data.strip():
-            return [], [Rejection("empty_payload", "the record's value is empty")]
-        try:
-            signal = detect_json_signal(data)
-        except OtlpParseError as error:
-            return [], [Rejection(error.reason, error.detail)]
-        return self.decode(data, signal, "json")
+
+@dataclass(frozen=True)
+class _Format:
+    """The decoder of one registered format: events, or samples in bulk.
+
+    `signal` None is OTLP/JSON that names its signal itself.
+    """
+
+    decoder: OtlpDecoder
+    signal: Signal | None
+    encoding: Encoding
+
+    def __call__(self, data: bytes) -> Decoded:
+        out = self.decoder.collect(data, self.signal, self.encoding)
+        return out.events(), out.rejections
+
+    def scan(self, data: bytes) -> Scanned:
+        out = self.decoder.collect(data, self.signal, self.encoding)
+        return out.samples, out.rejections
 
 
 def _summarised(out: Collected) -> list[Rejection]:
@@ -179,31 +196,27 @@ def _settings_of(settings: Settings) -> OtlpSettings:
     return settings.otlp
 
 
-def proto_metrics_decoder(settings: Settings) -> Decoder:
+def proto_metrics_decoder(settings: Settings) -> SampleDecoder:
     """The decoder of format "otlp_proto_metrics"."""
-    decoder = OtlpDecoder(_settings_of(settings))
-    return partial(decoder.decode, signal="metrics", encoding="proto")
+    return _Format(OtlpDecoder(_settings_of(settings)), "metrics", "proto")
 
 
-def proto_traces_decoder(settings: Settings) -> Decoder:
+def proto_traces_decoder(settings: Settings) -> SampleDecoder:
     """The decoder of format "otlp_proto_traces"."""
-    decoder = OtlpDecoder(_settings_of(settings))
-    return partial(decoder.decode, signal="traces", encoding="proto")
+    return _Format(OtlpDecoder(_settings_of(settings)), "traces", "proto")
 
 
-def json_metrics_decoder(settings: Settings) -> Decoder:
+def json_metrics_decoder(settings: Settings) -> SampleDecoder:
     """The decoder of format "otlp_json_metrics"."""
-    decoder = OtlpDecoder(_settings_of(settings))
-    return partial(decoder.decode, signal="metrics", encoding="json")
+    return _Format(OtlpDecoder(_settings_of(settings)), "metrics", "json")
 
 
-def json_traces_decoder(settings: Settings) -> Decoder:
+def json_traces_decoder(settings: Settings) -> SampleDecoder:
     """The decoder of format "otlp_json_traces"."""
-    decoder = OtlpDecoder(_settings_of(settings))
-    return partial(decoder.decode, signal="traces", encoding="json")
+    return _Format(OtlpDecoder(_settings_of(settings)), "traces", "json")
 
 
-def unqualified_proto_decoder(settings: Settings) -> Decoder:
+def unqualified_proto_decoder(settings: Settings) -> SampleDecoder:
     """Refuses to build: protobuf OTLP needs the signal its topic carries."""
     raise ValueError(
         "format 'otlp_proto' needs its topic's signal; configure the topic in "
@@ -212,6 +225,6 @@ def unqualified_proto_decoder(settings: Settings) -> Decoder:
     )
 
 
-def json_decoder(settings: Settings) -> Decoder:
+def json_decoder(settings: Settings) -> SampleDecoder:
     """The decoder of format "otlp_json": either signal, told by the document."""
-    return OtlpDecoder(_settings_of(settings)).decode_json
+    return _Format(OtlpDecoder(_settings_of(settings)), None, "json")

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from connectors.otlp.placement import Place
 from foreshock.decode import Rejection
 from foreshock.layers import Layer
-from foreshock.schema import Attribute, Event, MetricSample, _Payload
+from foreshock.schema import SCHEMA_VERSION, Attribute, Event, MetricSample, _Payload
 from foreshock.windows import Sample, sample_of
 
 __all__ = ["Collected", "MetricPoint", "event_of", "event_time"]
@@ -65,8 +65,11 @@ def event_of(sample: Sample, attributes: Mapping[str, Attribute]) -> Event:
     Built without validating again: the sample's fields were checked when
     it was made (see the module docstring).
     """
-    t_us, layer, service, _, point = sample
+    t_us, layer, service, kind, point = sample
+    # Every field is given, defaults too: looking defaults up is most of
+    # what `model_construct` costs otherwise.
     payload = MetricSample.model_construct(
+        kind=kind,
         name=point.name,
         type=point.type,
         value=point.value,
@@ -74,9 +77,11 @@ def event_of(sample: Sample, attributes: Mapping[str, Attribute]) -> Event:
         labels=dict(point.labels),
     )
     return Event.model_construct(
+        schema_version=SCHEMA_VERSION,
         time=_EPOCH + timedelta(microseconds=t_us),
         layer=layer,
         service=service,
+        event_id=None,
         attributes=dict(attributes),
         payload=payload,
     )

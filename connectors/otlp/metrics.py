@@ -34,13 +34,12 @@ set of point attributes.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
-from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     AggregationTemporality,
     DataPointFlags,
@@ -72,6 +71,9 @@ _NO_VALUE = DataPointFlags.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK
 _CLIENT_PREFIXES = ("db.client.", "http.client.")
 # Distinct placements and label sets remembered before starting afresh.
 _MEMORY = 50_000
+_KIND = "metric_sample"
+# The schema's bound on service and metric names (`foreshock.schema`).
+_MAX_NAME = 200
 
 Point = (
     NumberDataPoint
@@ -81,12 +83,14 @@ Point = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Context:
     """What every point of one metric shares.
 
     `client` says the metric may count at the target its points name (see
-    the module docstring), so each point needs a place of its own.
+    the module docstring), so each point needs a place of its own. `fast`
+    says neither is the case and the metric's names are within the schema's
+    bounds, so a point with a time needs no other check to become a sample.
     """
 
     place: Place
@@ -94,6 +98,7 @@ class _Context:
     name: str
     unit: str | None
     client: bool
+    fast: bool
 
 
 class _Totals:
@@ -160,7 +165,9 @@ class MetricDecoder:
             return
         self._targets.learn(place.service)
         client = name.startswith(_CLIENT_PREFIXES)
-        context = _Context(place, resource_key, name, metric.unit or None, client)
+        fast = not client and _fits(name) and _fits(place.service)
+        unit = metric.unit or None
+        context = _Context(place, resource_key, name, unit, client, fast)
 
         kind = metric.WhichOneof("data")
         if kind == "gauge":
@@ -186,7 +193,9 @@ class MetricDecoder:
         else:
             out.reject("invalid_point", f"metric {name!r} has no data")
 
-    def _place(self, resource: Attributes, resource_key: str, name: str) -> Place | None:
+    def _place(
+        self, resource: Attributes, resource_key: str, name: str
+    ) -> Place | None:
         # Rules read the resource and the metric name only, so a placement
         # holds for every point of the metric and every later message.
         key = (resource_key, name)
@@ -245,7 +254,8 @@ class MetricDecoder:
                     continue
             elif temporality == _DELTA:
                 if not value >= 0:
-                    out.reject("invalid_point", f"{name}: a monotonic delta of {value!r}")
+                    detail = f"{name}: a monotonic delta of {value!r}"
+                    out.reject("invalid_point", detail)
                     continue
                 increase, when = value, _when(point, temporality)
             else:
@@ -253,12 +263,13 @@ class MetricDecoder:
                 continue
 
             place = self._point_place(c, point) if c.client else c.place
-            total, new = add((place.layer, place.service, name, label_key), increase)
-            fields = MetricPoint(name, "counter", total, c.unit, labels)
+            layer, service = place.layer, place.service
+            total, new = add((layer, service, name, label_key), increase)
             if new:
-                out.metric(when, place, MetricPoint(name, "counter", 0.0, c.unit, labels))
+                self._baseline(out, place, when, name, c, labels)
+            fields = MetricPoint(name, "counter", total, c.unit, labels)
             if c.fast and when > 0:
-                out.samples.append((when // 1000, place.layer, place.service, _KIND, fields))
+                out.samples.append((when // 1000, layer, service, _KIND, fields))
                 out.attributes.append(place.attributes)
             else:
                 out.metric(when, place, fields)
@@ -282,7 +293,7 @@ class MetricDecoder:
             )
             return
         labels, label_key = self._labels.read(point.attributes)
-        place = self._client_place(c, point.attributes) if c.client else c.place
+        place = self._point_place(c, point)
         counts = (point.count, *bucket_counts)
         total = point.sum if point.HasField("sum") else float("nan")
         increase = self._interval(c, label_key, temporality, point, counts, total, out)
@@ -310,7 +321,7 @@ class MetricDecoder:
         if point.flags & _NO_VALUE:
             return
         labels, label_key = self._labels.read(point.attributes)
-        place = self._client_place(c, point.attributes) if c.client else c.place
+        place = self._point_place(c, point)
         positive, negative = point.positive, point.negative
         counts = (
             point.count,
@@ -348,7 +359,7 @@ class MetricDecoder:
         if point.flags & _NO_VALUE:
             return
         labels, label_key = self._labels.read(point.attributes)
-        place = self._client_place(c, point.attributes) if c.client else c.place
+        place = self._point_place(c, point)
         reported = {round(v.quantile * 100, 6): v.value for v in point.quantile_values}
         found = [
             Percentile(q, reported[q], reported[q], reported[q], "reported")
@@ -424,7 +435,8 @@ class MetricDecoder:
             if p.resolution == "overflow":
                 tagged["above"] = f"{p.lower:g}"
             name = f"{c.name}.p{p.q:g}"
-            out.metric(time_ns, place, MetricPoint(name, "gauge", value, c.unit, tagged))
+            fields = MetricPoint(name, "gauge", value, c.unit, tagged)
+            out.metric(time_ns, place, fields)
 
     def _counter(
         self,
@@ -440,11 +452,26 @@ class MetricDecoder:
         series = (place.layer, place.service, name, label_key)
         total, new = self._totals.add(series, increase)
         if new:
-            out.metric(time_ns, place, MetricPoint(name, "counter", 0.0, c.unit, labels))
+            self._baseline(out, place, time_ns, name, c, labels)
         out.metric(time_ns, place, MetricPoint(name, "counter", total, c.unit, labels))
 
-    def _client_place(self, c: _Context, pairs: Iterable[KeyValue]) -> Place:
-        target = self._targets.of(attributes_of(pairs))
+    def _baseline(
+        self,
+        out: Collected,
+        place: Place,
+        time_ns: int,
+        name: str,
+        c: _Context,
+        labels: Labels,
+    ) -> None:
+        # The window store takes a counter series' first sample as its
+        # baseline, so a new running total starts with a 0.
+        out.metric(time_ns, place, MetricPoint(name, "counter", 0.0, c.unit, labels))
+
+    def _point_place(self, c: _Context, point: Point) -> Place:
+        if not c.client:
+            return c.place
+        target = self._targets.of(attributes_of(point.attributes))
         if target is None or target.kind == "internal":
             return c.place
         return Place(target.service, target.layer, c.place.attributes)
@@ -461,15 +488,8 @@ def _when(point: Point, temporality: int) -> int:
     return end
 
 
-def _number(point: NumberDataPoint) -> float:
-    # Reading both members is cheaper than asking which one is set: the unset
-    # one reads as zero. A double of zero keeps its sign.
-    value = point.as_double
-    if not value:
-        whole = point.as_int
-        if whole:
-            return float(whole)
-    return value
+def _fits(name: str) -> bool:
+    return 0 < len(name) <= _MAX_NAME
 
 
 _NO_SERVICE = "the resource has no service.name and no workload or host name"

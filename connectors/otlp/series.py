@@ -98,17 +98,20 @@ class CumulativeSeries:
         total, so only the rules that apply to one number are left.
         """
         last = self._last.get(series)
-        if last is not None and time_ns <= last.time_ns:
-            return None
-        self._remember(series, _Last(start_ns, time_ns, (value,), 0.0))
-
         if last is None:
+            self._remember(series, _Last(start_ns, time_ns, (value,), 0.0))
             if start_ns <= 0 or start_ns > time_ns:
                 return None
             return value if time_ns - start_ns <= self._max_age_ns else None
-        if start_ns != last.start_ns:
-            return value if start_ns >= last.time_ns else None
-        before = last.counts[0]
+        if time_ns <= last.time_ns:
+            return None
+
+        # Updated in place: the series is known, so nothing is forgotten.
+        self._last.move_to_end(series)
+        last_start, last_time, before = last.start_ns, last.time_ns, last.counts[0]
+        last.start_ns, last.time_ns, last.counts = start_ns, time_ns, (value,)
+        if start_ns != last_start:
+            return value if start_ns >= last_time else None
         return value if value < before else value - before
 
     def _first(self, point: _Last) -> Increase | None:

@@ -5,18 +5,26 @@ exporter writes them every minute: one service per request (20 services in
 turn), each with cumulative counters, gauges and delta histograms of 12
 buckets over five attribute sets, 40 data points per request. Consecutive
 requests of a service continue its series, so the decoder works in its
-steady state (increases, not baselines).
+steady state (increases, not baselines). Two workloads are read: "numbers",
+the counters and gauges alone (30 points a request), and "mixed", with the
+histograms too (a histogram point makes about six samples).
 
-- proto baseline: `ExportMetricsServiceRequest.FromString` of each message.
-- json baseline: `orjson.loads` of each message.
-- json parse: `orjson.loads` plus `json_format.ParseDict` into the official
+Ways to read the same messages, each timed once per run:
+
+- proto_parse: `ExportMetricsServiceRequest.FromString`.
+- proto_samples: `OtlpDecoder.scan`, bytes to window samples and
+  rejections, what the window step takes.
+- proto_events: `OtlpDecoder.decode`, bytes to `Event` objects.
+- json_loads: `orjson.loads`.
+- json_parse: `orjson.loads` plus `json_format.ParseDict` into the official
   type, which the decoder needs before it can read anything.
-- decoder: `connectors.otlp.OtlpDecoder` with default settings, from bytes
-  to events and rejections.
+- json_samples and json_events: as for protobuf, from OTLP/JSON.
 
-Each is timed `--repeat` times over the whole input, with a fresh decoder;
-the best run counts, as the one least disturbed by other work on the
-machine.
+A run times every way once, in turn, with a fresh decoder, so that the
+ratios of one run compare ways under the same load. The machine is shared,
+so each figure is given as the median of the runs and their range, by wall
+clock and by the process's CPU time (which other work on the machine
+disturbs less).
 
 Usage: `python -m foreshock.benchmarks.otlp_decode --json`.
 """
@@ -25,9 +33,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import orjson
@@ -38,7 +48,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
 
-from connectors.otlp import OtlpDecoder
+from connectors.otlp import Encoding, OtlpDecoder
 
 __all__ = ["main", "measure", "requests"]
 
@@ -119,21 +129,27 @@ def _points(request: ExportMetricsServiceRequest) -> int:
     return total
 
 
-def _best_rate(run: Callable[[], object], items: int, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        started = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - started)
-    return items / best
+def _numbers_only(request: ExportMetricsServiceRequest) -> ExportMetricsServiceRequest:
+    """A copy of `request` without its histograms."""
+    copy = ExportMetricsServiceRequest()
+    copy.CopyFrom(request)
+    for resource_metrics in copy.resource_metrics:
+        for scope in resource_metrics.scope_metrics:
+            kept = [m for m in scope.metrics if m.WhichOneof("data") in _NUMBERS]
+            del scope.metrics[:]
+            scope.metrics.extend(kept)
+    return copy
 
 
-def measure(count: int, repeat: int, seed: int) -> dict[str, object]:
-    """Points per second of each way to read the same messages."""
-    made = requests(count, seed)
-    points = sum(_points(r) for r in made)
-    protos = [r.SerializeToString() for r in made]
-    jsons = [json.dumps(json_format.MessageToDict(r)).encode() for r in made]
+_NUMBERS = ("gauge", "sum")
+_CLOCKS: dict[str, Callable[[], float]] = {
+    "wall": time.perf_counter,
+    "cpu": time.process_time,
+}
+
+
+def _ways(protos: list[bytes], jsons: list[bytes]) -> dict[str, Callable[[], None]]:
+    """Every way to read the messages, by name, each a run over all of them."""
 
     def proto_parse() -> None:
         for data in protos:
@@ -147,28 +163,86 @@ def measure(count: int, repeat: int, seed: int) -> dict[str, object]:
         for data in jsons:
             json_format.ParseDict(orjson.loads(data), ExportMetricsServiceRequest())
 
-    def decode(encoding: str, messages: list[bytes]) -> Callable[[], None]:
+    def decoder(encoding: Encoding, samples: bool) -> Callable[[], None]:
+        messages = protos if encoding == "proto" else jsons
+
         def run() -> None:
             decoder = OtlpDecoder()
+            read = decoder.scan if samples else decoder.decode
             for data in messages:
-                decoder.decode(data, "metrics", encoding)  # type: ignore[arg-type]
+                read(data, "metrics", encoding)
 
         return run
 
-    rates = {
-        "proto_baseline": _best_rate(proto_parse, points, repeat),
-        "proto_decoder": _best_rate(decode("proto", protos), points, repeat),
-        "json_baseline": _best_rate(json_loads, points, repeat),
-        "json_parse": _best_rate(json_parse, points, repeat),
-        "json_decoder": _best_rate(decode("json", jsons), points, repeat),
+    return {
+        "proto_parse": proto_parse,
+        "proto_samples": decoder("proto", samples=True),
+        "proto_events": decoder("proto", samples=False),
+        "json_loads": json_loads,
+        "json_parse": json_parse,
+        "json_samples": decoder("json", samples=True),
+        "json_events": decoder("json", samples=False),
     }
+
+
+def _time(run: Callable[[], None]) -> dict[str, float]:
+    started = {name: clock() for name, clock in _CLOCKS.items()}
+    run()
+    return {name: clock() - started[name] for name, clock in _CLOCKS.items()}
+
+
+def _summary(values: list[float], digits: int) -> dict[str, float]:
+    return {
+        "median": round(float(np.median(values)), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+    }
+
+
+def _workload(made: list[ExportMetricsServiceRequest], runs: int) -> dict[str, object]:
+    """Rates and ratios to parsing, per clock, over `runs` runs."""
+    points = sum(_points(r) for r in made)
+    protos = [r.SerializeToString() for r in made]
+    jsons = [json.dumps(json_format.MessageToDict(r)).encode() for r in made]
+    ways = _ways(protos, jsons)
+    seconds: dict[str, dict[str, list[float]]] = {c: {} for c in _CLOCKS}
+    for _ in range(runs):
+        for name, run in ways.items():
+            for clock, spent in _time(run).items():
+                seconds[clock].setdefault(name, []).append(spent)
+
+    out: dict[str, object] = {"points": points}
+    for clock, by_way in seconds.items():
+        rates = {w: _summary([points / t for t in ts], 0) for w, ts in by_way.items()}
+        ratios = {
+            f"{w}_to_{base}": _summary(
+                [b / t for b, t in zip(by_way[base], by_way[w], strict=True)], 4
+            )
+            for w, base in _RATIOS
+        }
+        out[clock] = {"points_per_s": rates, "ratios": ratios}
+    return out
+
+
+# Each decoder against the parse its input cannot do without.
+_RATIOS = (
+    ("proto_samples", "proto_parse"),
+    ("proto_events", "proto_parse"),
+    ("json_samples", "json_parse"),
+    ("json_samples", "json_loads"),
+)
+
+
+def measure(count: int, runs: int, seed: int) -> dict[str, object]:
+    """Points per second of each way to read the same messages, per workload."""
+    made = requests(count, seed)
     return {
         "messages": count,
-        "points": points,
-        **{f"{name}_points_per_s": round(rate) for name, rate in rates.items()},
-        "proto_ratio": round(rates["proto_decoder"] / rates["proto_baseline"], 4),
-        "json_ratio": round(rates["json_decoder"] / rates["json_baseline"], 4),
+        "runs": runs,
+        "numbers": _workload([_numbers_only(r) for r in made], runs),
+        "mixed": _workload(made, runs),
         "python": platform.python_version(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
     }
 
 
@@ -179,18 +253,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__.splitlines()[0],
     )
     parser.add_argument("--messages", type=int, default=500)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args = parser.parse_args(argv)
 
-    result = measure(args.messages, args.repeat, args.seed)
+    result = measure(args.messages, args.runs, args.seed)
     if args.json:
         print(json.dumps(result))
     else:
-        for key, value in result.items():
-            print(f"{key:>28}  {value}")
+        _print(result)
     return 0
+
+
+def _print(result: dict[str, Any]) -> None:
+    print(f"{result['messages']} messages, {result['runs']} runs, {result['machine']}")
+    for workload in ("numbers", "mixed"):
+        figures = result[workload]
+        print(f"\n{workload}: {figures['points']} points; median [min-max]")
+        for clock in _CLOCKS:
+            print(f"  {clock} clock")
+            for name, rate in figures[clock]["points_per_s"].items():
+                print(f"    {name:>22} {_range(rate, ',.0f')} points/s")
+            for name, ratio in figures[clock]["ratios"].items():
+                print(f"    {name:>22} {_range(ratio, '.4f')}")
+
+
+def _range(figure: dict[str, float], spec: str) -> str:
+    low, high = format(figure["min"], spec), format(figure["max"], spec)
+    return f"{format(figure['median'], spec)} [{low}-{high}]"
 
 
 if __name__ == "__main__":

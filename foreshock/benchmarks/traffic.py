@@ -211,7 +211,9 @@ class _Draw:
             if odd[i]:
                 yield _odd(number, self.start_us + t)
                 continue
-            yield self._message(number, self.groups[g], self.names[g][s], t, duration[i], u[i])
+            yield self._message(
+                number, self.groups[g], self.names[g][s], t, duration[i], u[i]
+            )
 
     def _services(self, group: np.ndarray, pick: np.ndarray) -> np.ndarray:
         service = np.zeros(len(group), dtype=np.int64)
@@ -275,6 +277,10 @@ class _Draw:
             }
         if kind == "metric_sample":
             return self._metric(service, number, d)
+        if kind == "synthetic_check":
+            # Most runs of a failing probe fail: its success ratio breaches
+            # the KPI's objective even before the detector has history.
+            return _synthetic_check(number, d, 0.0 if faulty else u)
         return _OTHER_PAYLOADS[kind](number, d, u)
 
     def _metric(self, service: str, number: int, d: float) -> Doc:
@@ -284,7 +290,12 @@ class _Draw:
             return {"kind": "metric_sample", "name": name, "value": round(d, 2)}
         total = self.counters.get((service, name), 1e6) + round(d)
         self.counters[(service, name)] = total
-        return {"kind": "metric_sample", "name": name, "type": "counter", "value": total}
+        return {
+            "kind": "metric_sample",
+            "name": name,
+            "type": "counter",
+            "value": total,
+        }
 
 
 def _skewed(count: int) -> np.ndarray:
@@ -331,7 +342,11 @@ def _app_launch(number: int, d: float, u: float) -> Doc:
 
 
 def _app_crash(number: int, d: float, u: float) -> Doc:
-    return {"kind": "app_crash", "app_version": f"5.{number % 4}.0", "crash_type": "ANR"}
+    return {
+        "kind": "app_crash",
+        "app_version": f"5.{number % 4}.0",
+        "crash_type": "ANR",
+    }
 
 
 def _synthetic_check(number: int, d: float, u: float) -> Doc:

@@ -251,3 +251,28 @@ def test_a_batch_closing_several_windows_is_judged_in_window_order() -> None:
 
     assert list(got) == expected
     assert _incidents(expected)[0].lead_time_s == 120
+
+
+def test_trouble_within_the_cool_down_of_an_incident_is_its_tail() -> None:
+    # Users are hit at minutes 2-4 by a slow db (from minute 1); the incident
+    # resolves after five normal windows (its last, minute 9, closes at 10).
+    # The db slows again at 14-17 (no new warning: the incident's tail) and
+    # users are hit again at 20-22: the same incident reopens.
+    bad_minutes = {
+        DB_TIME: {1, 2, 3, 4, 14, 15, 16, 17},
+        PAGE_LOAD: {2, 3, 4, 20, 21, 22},
+    }
+    correlator = Correlator(SHOP)
+    out: list[Output] = []
+    for minute in range(30):
+        for series, minutes in bad_minutes.items():
+            out += correlator.observe(_score(minute, series, minute in minutes))
+    out += correlator.flush()
+
+    incidents = _incidents(out)
+    assert len({i.id for i in incidents}) == 1
+    pages = [(i.status, f"{i.updated_at:%H:%M}") for i in incidents]
+    assert pages[0] == ("open", "08:03")
+    assert ("resolved", "08:10") in pages
+    assert ("open", "08:21") in pages
+    assert _warnings(out) == []

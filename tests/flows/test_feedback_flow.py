@@ -85,8 +85,10 @@ def _run(feedback: list[bytes] | None) -> list[Record]:
 
 
 def _opened(out: list[Record]) -> list[str]:
+    # When each page went out: a repeat within the cool-down reopens the
+    # incident it repeats, so its time is that of the record, not `opened_at`.
     return [
-        f"{r.opened_at:%H:%M}"
+        f"{r.updated_at:%H:%M}"
         for r in out
         if isinstance(r, Incident) and r.status == "open"
     ]

@@ -258,3 +258,45 @@ def test_feedback_on_an_unknown_incident_says_how_to_scope_it(
         "--service (and --layer, --kpi) to scope the verdict yourself\n"
     )
     assert consume_all(kafka_bootstrap, feedback) == []
+
+
+def test_run_writes_a_report_per_incident_and_reads_feedback(
+    kafka_bootstrap: str, kafka_topics, tmp_path: Path
+) -> None:
+    from foreshock.jobs import kafka_flow
+    from tests.test_end_to_end_kafka import _events
+
+    names = kafka_topics("in", "out", "incidents", "feedback")
+    topology = tmp_path / "topology.json"
+    topology.write_text(
+        '{"services": {"web": "frontend", "orders-db": "database"},'
+        ' "calls": [["web", "orders-db"]]}'
+    )
+    others = ("kpis", "anomalies", "early_warnings", "dead_letters", "late_events")
+    settings = Settings(
+        kafka={"bootstrap_servers": kafka_bootstrap, "input_topics": [names[0]]},
+        topics={
+            **dict.fromkeys(others, names[1]),
+            "incidents": names[2],
+            "feedback": names[3],
+        },
+        correlation={"topology": topology},
+        reports={"dir": tmp_path / "reports", "base_url": BASE_URL},
+        feedback={"enabled": True},
+        metrics={"enabled": False},
+    )
+    produce_all(
+        kafka_bootstrap,
+        [OutMessage(names[0], m.key, m.value) for m in _events(80, slow_from=70)],
+    )
+
+    run_main(kafka_flow(settings, until_end=True))  # type: ignore[arg-type]
+
+    incidents = [
+        m.key.decode() for m in consume_all(kafka_bootstrap, names[2]) if m.key
+    ]
+    pages = sorted(p.name for p in (tmp_path / "reports").iterdir())
+    assert incidents and pages == sorted({f"{i}.html" for i in incidents})
+    html = (tmp_path / "reports" / pages[0]).read_text()
+    assert f"{BASE_URL}/{pages[0]}" in html
+    assert "#1 orders-db" in html and "<svg" in html
