@@ -40,7 +40,7 @@ from tenacity import (
 )
 
 from foreshock import telemetry
-from foreshock.records import EarlyWarning, Evidence, Incident
+from foreshock.records import DataGap, EarlyWarning, Evidence, Incident
 
 __all__ = [
     "INCIDENT_ALERT",
@@ -58,7 +58,7 @@ WARNING_ALERT = "ForeshockEarlyWarning"
 _API_PATH = "/api/v2/alerts"
 _TEMPLATE_FIELDS = ("id", "kind", "alertname", "service", "root_cause", "layer")
 
-Alertable = Incident | EarlyWarning
+Alertable = Incident | EarlyWarning | DataGap
 Outcome = Literal["sent", "rejected", "unreachable"]
 
 
@@ -198,8 +198,9 @@ class AlertPublisher:
         with self._lock:
             if isinstance(record, Incident):
                 self._take_incident(record, now)
-            else:
+            elif isinstance(record, EarlyWarning):
                 self._take_warning(record, now)
+            # A data gap is for the telemetry pipeline's owners: no page.
             self._flush(now)
 
     def tick(self, now: datetime) -> None:
@@ -491,7 +492,10 @@ class _AlertPartition(StatelessSinkPartition[Alertable]):
         self._thread.start()
 
     def write_batch(self, items: list[Alertable]) -> None:
+        # Data gaps are for the telemetry pipeline's owners, not this receiver.
         for item in items:
+            if isinstance(item, DataGap):
+                continue
             self._queue.put(item)
 
     def close(self) -> None:

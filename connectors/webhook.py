@@ -27,7 +27,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from foreshock.records import Candidate, EarlyWarning, Evidence, Incident
+from foreshock.records import Candidate, DataGap, EarlyWarning, Evidence, Incident
 
 __all__ = [
     "WebhookConfig",
@@ -40,7 +40,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Status = Literal["open", "updated", "resolved"]
-Notice = Incident | EarlyWarning
+Notice = Incident | EarlyWarning | DataGap
 
 _POSTS = Counter(
     "foreshock_webhook_posts",
@@ -241,7 +241,7 @@ class WebhookNotifier:
             if notice.status not in self.config.statuses:
                 return None
             return incident_payload(notice, self.config.link)
-        if not self.config.early_warnings:
+        if not self.config.early_warnings or isinstance(notice, DataGap):
             return None
         return warning_payload(notice, self.config.link)
 
@@ -321,7 +321,10 @@ class _NotifierPartition(StatelessSinkPartition[Notice]):
         self.notifier = notifier
 
     def write_batch(self, items: list[Notice]) -> None:
+        # Data gaps are for the telemetry pipeline's owners, not this receiver.
         for item in items:
+            if isinstance(item, DataGap):
+                continue
             self.notifier.notify(item)
 
     def close(self) -> None:
