@@ -54,7 +54,7 @@ from foreshock.records import (
     KpiScore,
     stable_id,
 )
-from foreshock.topology import Topology
+from foreshock.topology import Topology, edge_of
 
 __all__ = ["CorrelationConfig", "Correlator", "Output"]
 
@@ -234,6 +234,7 @@ class Correlator:
 
     def _handle(self, window_end: datetime) -> Iterator[Output]:
         scores = self._pending.pop(window_end)
+        self._learn_calls(scores)
         returned = self._track_silence(scores)
         anomalies = [Anomaly.from_score(s) for s in self._confirmed(scores)]
         anomalies += self._check_changes(scores, window_end)
@@ -299,6 +300,21 @@ class Correlator:
             known[:] = [c for c in known if c.time >= now - keep]
             if not known:
                 del self._changes[service]
+
+    # -- the call graph ---------------------------------------------------------------
+
+    def _learn_calls(self, scores: list[KpiScore]) -> None:
+        """Add the calls that span edge series show to the topology."""
+        layers = {s.kpi.service: s.kpi.layer for s in scores}
+        calls = {
+            edge
+            for service in layers
+            if (edge := edge_of(service)) is not None
+            and edge not in self.topology.calls
+        }
+        if calls:
+            seen = {s: layer for s, layer in layers.items() if edge_of(s) is None}
+            self.topology = self.topology.with_calls(calls, seen)
 
     # -- changes --------------------------------------------------------------------
 
@@ -603,6 +619,22 @@ class Correlator:
             for (layer, s, kpi), e in self._episodes.items()
             if s == service
         ]
+        # Calls to the service as its callers saw them (span edge series):
+        # a slow or failing callee shows there first, network delays too.
+        for (_, s, kpi), e in self._episodes.items():
+            edge = edge_of(s)
+            if edge is not None and edge[1] == service:
+                seen = Evidence.from_anomaly(e.last, e.onset)
+                found.append(
+                    seen.model_copy(
+                        update={
+                            # A callee of unknown kind is taken as a backend.
+                            "layer": self.topology.layers.get(service, Layer.BACKEND),
+                            "service": service,
+                            "kpi": f"{kpi} of calls from {edge[0]}",
+                        }
+                    )
+                )
         silence = self._silence_of(service)
         if silence is not None:
             found.append(silence)

@@ -3,8 +3,9 @@
 Edges point from caller to callee (`web -> api -> orders-db`). A service
 *depends on* everything it reaches along the edges, so a fault deep in the
 stack can explain symptoms at every service above it. The graph comes from
-configuration; a service that no configuration names still works, as a graph
-of one.
+configuration, and grows with the calls traces show (a span's service calling
+another's: see `EDGE_SEPARATOR`); a service that nothing names still works,
+as a graph of one.
 """
 
 from __future__ import annotations
@@ -19,7 +20,18 @@ from pathlib import Path
 
 from foreshock.layers import USER_FACING, Layer
 
-__all__ = ["Topology"]
+__all__ = ["EDGE_SEPARATOR", "Topology", "edge_of"]
+
+# Series of one call edge, as traces give them, are named "caller->callee".
+EDGE_SEPARATOR = "->"
+
+
+def edge_of(service: str) -> tuple[str, str] | None:
+    """The (caller, callee) a series name stands for, if it names an edge."""
+    caller, separator, callee = service.partition(EDGE_SEPARATOR)
+    if not separator or not caller or not callee:
+        return None
+    return caller, callee
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,12 @@ class Topology:
         layers = {name: Layer(layer) for name, layer in document["services"].items()}
         edges = [(a, b) for a, b in document.get("calls", ())]
         return cls.from_edges(edges, layers)
+
+    def with_calls(
+        self, calls: Iterable[tuple[str, str]], layers: Mapping[str, Layer]
+    ) -> Topology:
+        """This graph with more calls; a configured layer wins over a seen one."""
+        return Topology({**layers, **self.layers}, self.calls | frozenset(calls))
 
     @cached_property
     def _callees(self) -> dict[str, tuple[str, ...]]:

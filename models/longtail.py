@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from models._blocks import BlockTail
+from models._context import TransitionNovelty
 from models._seasonal import SeasonalMemory
 from models._tail import SlidingTail
 from models.base import DetectorState, Score
@@ -75,6 +76,9 @@ class LongTailConfig:
     half_score_decades: float = 3.0
     smooth: int = 0
     sustain: int = 0
+    novelty_margin: float = 0.0
+    novelty_cap: int = 4
+    novelty_order: int = 1
     explain: float = 0.0
     veto: float = 0.0
 
@@ -133,6 +137,8 @@ class LongTailDetector:
         self._sus_hi = _View(c)
         self._sus_lo = _View(c)
         self._routine_d = math.inf
+        self._novelty = TransitionNovelty(c.novelty_cap, c.novelty_order)
+        self._jump_level = 0
         self._days = SeasonalMemory(c.slot_seconds, c.routine_days, c.timezone)
         self._forecast: float | None = None
         self._recent_scores: list[float] = []
@@ -167,6 +173,8 @@ class LongTailDetector:
             self._recent_scores.append(value)
             del self._recent_scores[: -c.refractory]
         explained = self._routine_d < c.explain
+        if c.novelty_margin > 0:
+            self._novelty.add(self._jump_level if self._state() == "ready" else 0)
         self._learn_value(x, t, clip=d >= c.gate_decades and not explained)
 
     # judging ---------------------------------------------------------------
@@ -211,6 +219,7 @@ class LongTailDetector:
             views.append((self._routine, residual))
         up = down = 0.0
         self._routine_d = math.inf
+        self._jump_level = 0
         for view, v in views:
             u, d = view.decades(v, floor, c.memory)
             if view is self._sus_hi:
@@ -220,12 +229,16 @@ class LongTailDetector:
             up, down = max(up, u), max(down, d)
             if view is self._routine:
                 self._routine_d = max(u, d)
+            if view is self._jump:
+                self._jump_level = self._novelty.level(u, d)
         out = max(
             up if self.direction != "down" else 0.0,
             down if self.direction != "up" else 0.0,
         )
         if c.veto > 0:
             out = min(out, self._routine_d + c.veto)
+        if c.novelty_margin > 0:
+            out = min(out, self._novelty.decades(self._jump_level) + c.novelty_margin)
         return out
 
     def _sustained(self, r: float) -> tuple[float, float]:

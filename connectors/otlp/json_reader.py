@@ -3,9 +3,8 @@
 `google.protobuf.json_format.ParseDict` reads any document by reflection,
 field by field, at some 20 µs a data point: far more than everything else
 the decoder does with the point. Exporters (the Collector's `otlp_json`
-among them) write one form of OTLP/JSON, which this module reads straight
-into the message constructors, from tables made once from the messages'
-descriptors:
+among them) write one form of OTLP/JSON, which this module writes straight
+into the messages' fields, by tables made once from their descriptors:
 
 - field names in lowerCamelCase, as the OTLP specification writes them;
 - 64-bit integers as decimal strings or numbers, doubles as numbers;
@@ -38,7 +37,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 __all__ = ["Unsupported", "read_metrics", "read_traces"]
 
-Convert = Callable[[Any], Any]
+# A JSON value to a field's value; for a message field, (message, object)
+# to nothing, filling the message.
+Convert = Callable[..., Any]
 
 # Bytes fields that OTLP/JSON writes in hex; every other bytes field is base64.
 _HEX_IDS = frozenset({"trace_id", "span_id", "parent_span_id"})
@@ -77,21 +78,31 @@ def read_traces(document: dict[str, Any]) -> ExportTraceServiceRequest:
 
 
 def _read(reader: _Reader, document: dict[str, Any]) -> Message:
+    message = reader.make()
     try:
-        return reader(document)
+        reader.fill(message, document)
     except (ValueError, TypeError, OverflowError) as error:
-        # A constructor refused a value (out of range, not UTF-8): the
-        # general parser gives the reason in its own words.
+        # A message refused a value (out of range, not UTF-8): the general
+        # parser gives the reason in its own words.
         raise Unsupported(str(error)) from error
+    return message
+
+
+# How a field is filled: one value, a message, or a list of either.
+_SCALAR, _MESSAGE, _SCALARS, _MESSAGES = range(4)
 
 
 class _Reader:
-    """Reads one message type from a JSON object, by its JSON field names."""
+    """Fills one message type from a JSON object, by its JSON field names.
+
+    Messages are filled in place, top down: building them bottom up with
+    constructors would copy every level into its parent again.
+    """
 
     def __init__(self, descriptor: Descriptor) -> None:
         self.descriptor = descriptor
         self.make = GetMessageClass(descriptor)
-        self.fields: dict[str, tuple[str, Convert]] = {}
+        self.fields: dict[str, tuple[str, int, Convert]] = {}
         # Real oneofs (not the synthetic ones of proto3 `optional`), by the
         # JSON names of their members: at most one may be given.
         self.oneofs = [
@@ -100,20 +111,36 @@ class _Reader:
             if len(oneof.fields) > 1
         ]
 
-    def __call__(self, node: Any) -> Message:
+    def fill(self, message: Any, node: Any) -> None:
         if type(node) is not dict:
             raise Unsupported(f"expected an object, got {type(node).__name__}")
         fields = self.fields
-        values = {}
         for key, value in node.items():
             found = fields.get(key)
             if found is None:
                 raise Unsupported(f"field {key!r}")
-            values[found[0]] = found[1](value)
+            name, how, convert = found
+            if how == _SCALAR:
+                setattr(message, name, convert(value))
+            elif how == _MESSAGES:
+                add = getattr(message, name).add
+                for item in _items(value):
+                    convert(add(), item)
+            elif how == _MESSAGE:
+                child = getattr(message, name)
+                child.SetInParent()
+                convert(child, value)
+            else:
+                getattr(message, name).extend([convert(v) for v in _items(value)])
         for members in self.oneofs:
             if len(members.intersection(node)) > 1:
                 raise Unsupported(f"more than one of {sorted(members)}")
-        return self.make(**values)
+
+
+def _items(value: Any) -> list[Any]:
+    if type(value) is not list:
+        raise Unsupported("expected an array")
+    return value
 
 
 def _readers(root: Descriptor) -> _Reader:
@@ -128,17 +155,19 @@ def _readers(root: Descriptor) -> _Reader:
         waiting.extend(f.message_type for f in descriptor.fields if f.message_type)
     for reader in readers.values():
         for field in reader.descriptor.fields:
-            convert = _converter(field, readers)
-            if field.is_repeated:
-                convert = _repeated(convert)
-            reader.fields[field.json_name] = (field.name, convert)
+            message = field.message_type
+            if message is not None:
+                how = _MESSAGES if field.is_repeated else _MESSAGE
+                fill = readers[message.full_name].fill
+                reader.fields[field.json_name] = (field.name, how, fill)
+            else:
+                how = _SCALARS if field.is_repeated else _SCALAR
+                reader.fields[field.json_name] = (field.name, how, _converter(field))
     return readers[root.full_name]
 
 
-def _converter(field: FieldDescriptor, readers: dict[str, _Reader]) -> Convert:
+def _converter(field: FieldDescriptor) -> Convert:
     kind = field.type
-    if field.message_type is not None:
-        return readers[field.message_type.full_name]
     if kind in _UNSIGNED:
         return _unsigned
     if kind in _SIGNED:
@@ -154,15 +183,6 @@ def _converter(field: FieldDescriptor, readers: dict[str, _Reader]) -> Convert:
     if kind == FieldDescriptor.TYPE_BYTES and field.name in _HEX_IDS:
         return _hex
     return _unsupported
-
-
-def _repeated(convert: Convert) -> Convert:
-    def read(value: Any) -> list[Any]:
-        if type(value) is not list:
-            raise Unsupported("expected an array")
-        return [convert(item) for item in value]
-
-    return read
 
 
 def _unsigned(value: Any) -> int:

@@ -276,3 +276,22 @@ def test_trouble_within_the_cool_down_of_an_incident_is_its_tail() -> None:
     assert ("resolved", "08:10") in pages
     assert ("open", "08:21") in pages
     assert _warnings(out) == []
+
+
+def test_calls_seen_in_traces_extend_the_call_graph() -> None:
+    # Nothing configured says web calls payments; the edge series of its
+    # spans ("web->payments", timed at the caller) do. Calls to payments
+    # slow down from minute 2, and users at minute 4.
+    edge: Series = (Layer.FRONTEND, "web->payments", "latency_p95_ms", "speed")
+    alone = Topology.from_edges([], {"web": Layer.FRONTEND})
+    bad = {edge: (2, 20), PAGE_LOAD: (4, 20)}
+
+    correlator = Correlator(alone)
+    out = _feed(correlator, minutes=8, bad=bad)
+
+    assert ("web", "payments") in correlator.topology.calls
+    incident = _incidents(out)[-1]
+    top = incident.root_causes[0]
+    assert top.service == "payments"
+    assert [e.kpi for e in top.evidence] == ["latency_p95_ms of calls from web"]
+    assert incident.lead_time_s == 120
