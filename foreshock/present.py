@@ -22,6 +22,8 @@ def describe_incident(incident: Incident) -> str:
             f"{e.service}/{e.layer.value} {e.onset:%H:%M}" for e in incident.chain
         )
         lines.append(f"  chain:  {steps}")
+    for change in incident.changes:
+        lines.append(f"  change: {change.describe()}")
     if incident.lead_time_s is not None:
         lines.append(
             f"  lead time: the deep stack warned {incident.lead_time_s / 60:.0f} min "

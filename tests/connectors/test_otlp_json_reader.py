@@ -55,6 +55,19 @@ def _metrics_documents() -> list[Document]:
         json.loads(otlp_json(encode_metrics(m))) for m in sdk_metrics("a", TEN, 2)
     ]
     documents += [json_format.MessageToDict(r) for r in requests(5)]
+    # Empty messages are present all the same; a negative zero keeps its sign.
+    metrics = [
+        {"name": "g", "gauge": {}, "metadata": [{"key": "a", "value": {}}]},
+        {
+            "name": "s",
+            "sum": {
+                "aggregationTemporality": "AGGREGATION_TEMPORALITY_DELTA",
+                "dataPoints": [{"asDouble": -0.0, "exemplars": [{"spanId": ""}]}],
+            },
+        },
+    ]
+    scope = {"scope": {}, "metrics": metrics}
+    documents.append({"resourceMetrics": [{"resource": {}, "scopeMetrics": [scope]}]})
     return [d for d in documents if "resourceMetrics" in d]
 
 
@@ -67,7 +80,10 @@ def test_the_usual_form_is_read_to_the_same_message() -> None:
 
     assert len(documents) >= 10 and len(traces) == 2
     for document in documents:
-        assert read_metrics(document) == _by_parse_dict(document, "metrics")
+        read = read_metrics(document)
+        expected = _by_parse_dict(document, "metrics")
+        assert read == expected
+        assert read.SerializeToString() == expected.SerializeToString()
     for document in traces:
         assert read_traces(document) == _by_parse_dict(document, "traces")
     [span] = read_traces(traces[0]).resource_spans[0].scope_spans[0].spans

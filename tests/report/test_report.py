@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from foreshock.layers import Layer
+from foreshock.records import Change
 from foreshock.report import Reporter, SeriesHistory, render_incident, write_page
 from tests.report.samples import INCIDENT, T0, WARNING, score_of, scores
 
@@ -174,3 +175,25 @@ def _screenshot(page: Path, shot: Path, profile: Path) -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     if done.returncode != 0 or not shot.exists():
         pytest.fail(f"chromium failed ({done.returncode}):\n{done.stderr[-2000:]}")
+
+
+def test_the_report_shows_the_deploys_beside_the_incident() -> None:
+    deploy = Change(
+        id="chg-1",
+        time=T0 - timedelta(minutes=12),
+        layer=Layer.DATABASE,
+        service="orders-db",
+        change_type="configuration",
+        version="pool-size-4",
+        description="connection pool cut from 16 to 4",
+    )
+    reporter = Reporter(base_url=BASE_URL)
+    for record in scores():
+        reporter.take(record)
+
+    [page] = reporter.take(INCIDENT.model_copy(update={"changes": [deploy]}))
+
+    text = _text(page.html)
+    assert "configuration pool-size-4 of orders-db" in text
+    assert "connection pool cut from 16 to 4" in text
+    assert "No deploy or other change" in _text(_rendered())
