@@ -210,8 +210,11 @@ def _subject(record: Record) -> str:
 
 
 def _incident_subject(incident: Incident) -> str:
-    # The service whose users feel it; before any user-facing evidence is
-    # attached, the probable root cause; the id as a last resort.
+    # The user-facing service that opened it; for a record made before that
+    # was kept, the service whose users feel it, else the probable root
+    # cause, the id as a last resort.
+    if incident.service:
+        return incident.service
     if incident.user_facing:
         return incident.user_facing[0].service
     if incident.root_causes:

@@ -55,7 +55,8 @@ def to_message(record: Record, topics: Topics) -> OutMessage:
 
     KPIs, anomalies, early warnings, data gaps and late events are keyed by
     service, so a service's records stay in order on one partition; incidents
-    by their id; dead letters by the key the bad record had.
+    by the user-facing service that opened them; dead letters by the key the
+    bad record had.
     """
     topic, key = _route(record, topics)
     kind = type(record).__name__
@@ -71,7 +72,7 @@ def _route(record: Record, topics: Topics) -> tuple[str, str | None]:
         case Anomaly():
             return topics.anomalies, record.service
         case Incident():
-            return topics.incidents, record.id
+            return topics.incidents, record.service or record.id
         case EarlyWarning():
             return topics.early_warnings, record.service
         case DataGap():

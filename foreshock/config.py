@@ -9,6 +9,8 @@ so a mistake is reported at start-up with the setting's name.
 from __future__ import annotations
 
 import os
+import re
+import socket
 import tomllib
 from datetime import datetime
 from pathlib import Path
@@ -223,6 +225,63 @@ class MetricsSettings(_Section):
     port: int = Field(default=9479, ge=0, le=65535)
 
 
+class RecoverySettings(_Section):
+    """Snapshots of the flow's state, so that a crash loses nothing.
+
+    With `dir` set, `foreshock run` snapshots every step's state and every
+    Kafka partition's next offset into `partitions` SQLite files in `dir`
+    each `snapshot_interval_s`, and on start resumes from the latest
+    snapshot that every file holds (`foreshock.recovery` says how). Output
+    of the interval after that snapshot is published again, with the same
+    keys and content. `partitions` is fixed once the store exists: pick the
+    most processes the flow will ever run on. `backup_interval_s` keeps
+    superseded snapshots that long, for a backup of `dir` taken meanwhile.
+    `snapshot_interval_s` is also the epoch length without recovery.
+    """
+
+    dir: Path | None = None
+    partitions: int = Field(default=1, ge=1)
+    snapshot_interval_s: float = Field(default=10.0, gt=0)
+    backup_interval_s: float = Field(default=0.0, ge=0)
+
+
+class ClusterSettings(_Section):
+    """The processes that run one flow together, each owning Kafka partitions.
+
+    `addresses` lists `host:port` of every process, the same list for all;
+    this process is `addresses[process_id]`. Left out, `process_id` is the
+    number that ends the host name (`foreshock-2` is 2), as in a Kubernetes
+    StatefulSet. No `addresses`: one process.
+    """
+
+    addresses: list[str] = Field(default_factory=list)
+    process_id: int | None = Field(default=None, ge=0)
+    workers_per_process: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _own_address(self) -> ClusterSettings:
+        if not self.addresses:
+            return self
+        if self.process_id is None:
+            self.process_id = _ordinal_of_host(socket.gethostname())
+        if self.process_id >= len(self.addresses):
+            raise ValueError(
+                f"cluster.process_id is {self.process_id}, but cluster.addresses "
+                f"names only {len(self.addresses)} processes; list every process"
+            )
+        return self
+
+
+def _ordinal_of_host(hostname: str) -> int:
+    found = re.search(r"-(\d+)$", hostname.split(".")[0])
+    if found is None:
+        raise ValueError(
+            f"cluster.process_id is not set and the host name {hostname!r} does "
+            "not end in '-<number>'; set cluster.process_id"
+        )
+    return int(found.group(1))
+
+
 class Settings(BaseSettings):
     """Everything a Foreshock job can be told."""
 
@@ -243,6 +302,8 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     reports: ReportSettings = Field(default_factory=ReportSettings)
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
+    recovery: RecoverySettings = Field(default_factory=RecoverySettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
 
     @model_validator(mode="after")
     def _otlp_signals(self) -> Settings:

@@ -456,6 +456,7 @@ class Correlator:
                 chain=[],
                 lead_time_s=None,
                 early_warnings=[],
+                service=service,
             ),
             user_services={service},
             symptoms={},

@@ -323,6 +323,9 @@ class Incident(_Record):
     early_warnings: list[str]
     # Deploys and other changes in its scope shortly before its onset.
     changes: list[Change] = []
+    # The user-facing service whose symptom opened it; the key it is
+    # published under, so all its records stay in order on one partition.
+    service: str = ""
 
 
 # Everything the main dataflow publishes.

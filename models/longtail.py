@@ -139,6 +139,7 @@ class LongTailDetector:
         self._routine_d = math.inf
         self._novelty = TransitionNovelty(c.novelty_cap, c.novelty_order)
         self._jump_level = 0
+        self._uncapped = 0.0
         self._days = SeasonalMemory(c.slot_seconds, c.routine_days, c.timezone)
         self._forecast: float | None = None
         self._recent_scores: list[float] = []
@@ -175,7 +176,8 @@ class LongTailDetector:
         explained = self._routine_d < c.explain
         if c.novelty_margin > 0:
             self._novelty.add(self._jump_level if self._state() == "ready" else 0)
-        self._learn_value(x, t, clip=d >= c.gate_decades and not explained)
+        raw = self._uncapped if self._state() == "ready" else 0.0
+        self._learn_value(x, t, clip=raw >= c.gate_decades and not explained)
 
     # judging ---------------------------------------------------------------
 
@@ -237,6 +239,7 @@ class LongTailDetector:
         )
         if c.veto > 0:
             out = min(out, self._routine_d + c.veto)
+        self._uncapped = out
         if c.novelty_margin > 0:
             out = min(out, self._novelty.decades(self._jump_level) + c.novelty_margin)
         return out

@@ -15,6 +15,11 @@ Ways to read the same messages, each timed once per run:
 - proto_samples: `OtlpDecoder.scan`, bytes to window samples and
   rejections, what the window step takes.
 - proto_events: `OtlpDecoder.decode`, bytes to `Event` objects.
+- proto_window: the window step of the main flow (`flows.steps.WindowLogic`
+  with the registered `otlp_proto_metrics` decoder, default windows) over
+  batches of 100 messages: decoding, windows and their KPIs, what one
+  partition of an OTLP topic costs. proto_window_events: the same step
+  given the decoder as a plain function, so that it adds events one by one.
 - json_loads: `orjson.loads`.
 - json_parse: `orjson.loads` plus `json_format.ParseDict` into the official
   type, which the decoder needs before it can read anything.
@@ -48,7 +53,11 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
 
+from connectors.messages import RawBatch, RawMessage
 from connectors.otlp import Encoding, OtlpDecoder
+from flows.steps import WindowLogic
+from foreshock.decode import decoder_for
+from foreshock.windows import WindowStore
 
 __all__ = ["main", "measure", "requests"]
 
@@ -142,6 +151,9 @@ def _numbers_only(request: ExportMetricsServiceRequest) -> ExportMetricsServiceR
 
 
 _NUMBERS = ("gauge", "sum")
+_FORMAT = "otlp_proto_metrics"
+# Messages per batch of the window step, as a Kafka source hands them over.
+_BATCH = 100
 _CLOCKS: dict[str, Callable[[], float]] = {
     "wall": time.perf_counter,
     "cpu": time.process_time,
@@ -174,15 +186,40 @@ def _ways(protos: list[bytes], jsons: list[bytes]) -> dict[str, Callable[[], Non
 
         return run
 
+    def window(samples: bool) -> Callable[[], None]:
+        batches = [
+            RawBatch(
+                "otlp_metrics:0", tuple(map(_raw, protos[i : i + _BATCH])), _FORMAT
+            )
+            for i in range(0, len(protos), _BATCH)
+        ]
+
+        def run() -> None:
+            scanning = decoder_for(_FORMAT)
+            # A plain function takes the window step's event-by-event path.
+            chosen = scanning if samples else lambda data: scanning(data)
+            step = WindowLogic(WindowStore(), {_FORMAT: chosen})
+            for batch in batches:
+                step.on_item(batch)
+            step.on_eof()
+
+        return run
+
     return {
         "proto_parse": proto_parse,
         "proto_samples": decoder("proto", samples=True),
         "proto_events": decoder("proto", samples=False),
+        "proto_window": window(samples=True),
+        "proto_window_events": window(samples=False),
         "json_loads": json_loads,
         "json_parse": json_parse,
         "json_samples": decoder("json", samples=True),
         "json_events": decoder("json", samples=False),
     }
+
+
+def _raw(data: bytes) -> RawMessage:
+    return RawMessage("otlp_metrics", 0, 0, None, data)
 
 
 def _time(run: Callable[[], None]) -> dict[str, float]:
@@ -228,6 +265,7 @@ def _workload(made: list[ExportMetricsServiceRequest], runs: int) -> dict[str, o
 _RATIOS = (
     ("proto_samples", "proto_parse"),
     ("proto_events", "proto_parse"),
+    ("proto_window", "proto_parse"),
     ("json_samples", "json_parse"),
     ("json_samples", "json_loads"),
 )
