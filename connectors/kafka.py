@@ -453,28 +453,51 @@ class KafkaSink(DynamicSink[OutMessage]):
     `close` waits for outstanding deliveries (up to `flush_timeout_s`) and
     raises `DeliveryError` if any failed or any are still unsent, so that a
     bounded run never loses data silently.
+
+    With `wait_for_delivery` (what a flow with recovery needs), each batch
+    is delivered before `write_batch` returns, so the flow never snapshots
+    past output that Kafka does not have: after a crash, what was not
+    delivered is produced again from the snapshot. While the broker is away
+    the batch waits, and a delivery Kafka refuses raises `DeliveryError`,
+    which stops the flow rather than lose the batch. The producer is then
+    idempotent, so its own retries add no duplicates.
     """
 
     def __init__(
-        self, config: dict[str, str], *, flush_timeout_s: float = 30.0
+        self,
+        config: dict[str, str],
+        *,
+        flush_timeout_s: float = 30.0,
+        wait_for_delivery: bool = False,
     ) -> None:
         if "bootstrap.servers" not in config:
             raise ValueError(
                 "config has no 'bootstrap.servers'; name the Kafka brokers"
             )
         self._config = dict(config)
+        if wait_for_delivery:
+            self._config.setdefault("enable.idempotence", "true")
         self._flush_timeout_s = flush_timeout_s
+        self._wait_for_delivery = wait_for_delivery
 
     def build(
         self, step_id: str, worker_index: int, worker_count: int
     ) -> StatelessSinkPartition[OutMessage]:
         """A producer for one worker."""
-        return _ProducerPartition(self._config, self._flush_timeout_s)
+        return _ProducerPartition(
+            self._config, self._flush_timeout_s, self._wait_for_delivery
+        )
 
 
 class _ProducerPartition(StatelessSinkPartition[OutMessage]):
-    def __init__(self, config: dict[str, str], flush_timeout_s: float) -> None:
+    def __init__(
+        self,
+        config: dict[str, str],
+        flush_timeout_s: float,
+        wait_for_delivery: bool = False,
+    ) -> None:
         self._flush_timeout_s = flush_timeout_s
+        self._wait_for_delivery = wait_for_delivery
         self.failed = 0
         self._producer = Producer(
             {**config, "error_cb": self._on_client_error, "logger": _LOG}
@@ -483,8 +506,28 @@ class _ProducerPartition(StatelessSinkPartition[OutMessage]):
     def write_batch(self, items: list[OutMessage]) -> None:
         for item in items:
             self._produce(item)
+        if self._wait_for_delivery:
+            self._deliver()
+            return
         # Serves delivery reports of earlier batches without waiting.
         self._producer.poll(0)
+
+    def _deliver(self) -> None:
+        """Wait until Kafka has the batch, however long the broker is away."""
+        while (unsent := self._producer.flush(self._flush_timeout_s)) > 0:
+            _LOG.warning(
+                "kafka sink waiting for delivery unsent=%s seconds=%.0f",
+                unsent,
+                self._flush_timeout_s,
+            )
+        if self.failed:
+            message = (
+                f"Kafka refused {self.failed} messages; see the ERROR log lines "
+                "above for topics and keys. The flow stops so that a restart "
+                "produces them again from its last snapshot"
+            )
+            _LOG.error("%s", message)
+            raise DeliveryError(message)
 
     def close(self) -> None:
         unsent = self._producer.flush(self._flush_timeout_s)

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from foreshock.feedback import SuppressionBook
+from foreshock.inference import LeadLag
 from foreshock.layers import USER_FACING, Layer
 from foreshock.records import (
     Anomaly,
@@ -91,6 +92,9 @@ class CorrelationConfig:
     # the grace is this many times worse than its expected value before the
     # change has regressed, even if its detector already learned the level.
     change_regression_ratio: float = 1.5
+    # Where neither configuration nor traces give the call graph, infer
+    # edges from which services' trouble reliably comes first.
+    infer_calls: bool = False
 
 
 @dataclass(slots=True)
@@ -206,6 +210,9 @@ class Correlator:
     # The detector's expected value of each series at its last window.
     _levels: dict[tuple[Layer, str, str], float] = field(default_factory=dict)
     _checks: list[_ChangeCheck] = field(default_factory=list)
+    lead_lag: LeadLag = field(default_factory=LeadLag)
+    # The calls inferred so far, kept apart from those configured or seen.
+    inferred: set[tuple[str, str]] = field(default_factory=set)
     # Silent services: (layer, start of the first silent window, windows).
     _silent: dict[str, tuple[Layer, datetime, int]] = field(default_factory=dict)
     _gaps: dict[str, DataGap] = field(default_factory=dict)
@@ -240,6 +247,8 @@ class Correlator:
         anomalies += self._check_changes(scores, window_end)
         for a in anomalies:
             self._extend_episode(a)
+        if self.config.infer_calls:
+            self._infer_calls()
         self._expire(window_end)
 
         user = [a for a in anomalies if _is_symptom(a)]
@@ -280,12 +289,34 @@ class Correlator:
         episode = self._episodes.get(key)
         gap = timedelta(seconds=self.config.episode_gap_s)
         if episode is None or a.window_start - episode.last.window_end > gap:
+            if self.config.infer_calls and not self._troubled(a.service, a, gap):
+                self.lead_lag.observe(
+                    a.service, self._run_starts.get(key, a.window_start)
+                )
             # The episode starts with the run that confirmed it, which may
             # have waited for confirmation or a change's grace period.
             onset = min(self._run_starts.get(key, a.window_start), a.window_start)
             self._episodes[key] = _Episode(onset, a)
         else:
             episode.last = a
+
+    def _troubled(self, service: str, a: Anomaly, gap: timedelta) -> bool:
+        """Whether another series of `service` is in an episode already."""
+        return any(
+            s == service and a.window_start - e.last.window_end <= gap
+            for (_, s, _), e in self._episodes.items()
+        )
+
+    def _infer_calls(self) -> None:
+        known = self.topology.calls
+        new = {
+            (a, b)
+            for a, b in self.lead_lag.calls()
+            if (a, b) not in known and (b, a) not in known
+        }
+        if new:
+            self.inferred |= new
+            self.topology = self.topology.with_calls(new, {})
 
     def _expire(self, now: datetime) -> None:
         horizon = now - timedelta(seconds=self.config.lookback_s)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from pathlib import Path
 
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink
-from bytewax.testing import run_main
+from bytewax.recovery import RecoveryConfig
+from bytewax.run import cli_main
 
 from connectors.alertmanager import AlertmanagerConfig, AlertmanagerSink
 from connectors.fanout import FanOutSink
@@ -20,12 +22,14 @@ from flows.reports import ReportOutput
 from foreshock.config import Settings, load_settings
 from foreshock.correlation import CorrelationConfig, Output
 from foreshock.decode import CHANGE_FORMAT, Decoder, decoder_for
+from foreshock.recovery import open_store
 from foreshock.telemetry import serve_metrics
 from foreshock.topology import Topology
 
 __all__ = [
     "alertmanager_sink",
     "decoders",
+    "execute",
     "feedback_source",
     "flow_config",
     "kafka_flow",
@@ -77,7 +81,8 @@ def kafka_flow(settings: Settings, *, until_end: bool = False) -> Dataflow:
         stop_at_end=until_end,
         formats=k.formats,
     )
-    sink = KafkaSink(client)
+    # With recovery, nothing may be snapshotted before Kafka has it.
+    sink = KafkaSink(client, wait_for_delivery=settings.recovery.dir is not None)
     encode = encoder(settings.topics, settings.output)
     return build_flow(
         source,
@@ -151,17 +156,47 @@ def run_kafka_job(config: Path | None, *, until_end: bool = False) -> int:
         settings.kafka.bootstrap_servers,
         settings.alertmanager.url,
     )
+    recovery = open_store(settings.recovery, settings.cluster)
     m = settings.metrics
     metrics = serve_metrics(m.port, m.address) if m.enabled else None
     try:
         flow = kafka_flow(settings, until_end=until_end)
         tune_garbage_collector()
-        run_main(flow)  # type: ignore[no-untyped-call]
+        execute(flow, settings, recovery)
     finally:
         if metrics is not None:
             metrics.close()
     log.info("stopped")
     return 0
+
+
+def execute(
+    flow: Dataflow, settings: Settings, recovery: RecoveryConfig | None = None
+) -> None:
+    """Run `flow` as this process's share of the configured cluster.
+
+    One process unless `cluster.addresses` lists several; each process reads
+    the Kafka partitions Bytewax assigns it. The epoch, and so the snapshot
+    interval, is `recovery.snapshot_interval_s` whether or not recovery is on.
+    """
+    c = settings.cluster
+    epoch = timedelta(seconds=settings.recovery.snapshot_interval_s)
+    log.info(
+        "running processes=%s process_id=%s workers=%s epoch_s=%s recovery=%s",
+        max(1, len(c.addresses)),
+        c.process_id,
+        c.workers_per_process,
+        epoch.total_seconds(),
+        settings.recovery.dir,
+    )
+    cli_main(  # type: ignore[no-untyped-call]
+        flow,
+        workers_per_process=c.workers_per_process,
+        process_id=c.process_id if c.addresses else None,
+        addresses=c.addresses or None,
+        epoch_interval=epoch,
+        recovery_config=recovery,
+    )
 
 
 def replay_dataset(

@@ -35,13 +35,13 @@ def _count(agg: Aggregate, name: str, n: int) -> None:
 
 
 def _measure(agg: Aggregate, name: str, raw: list[Any]) -> None:
-    present = [v for v in raw if v is not None]
-    if not present:
-        return
-    # NaN fails both comparisons, so it is rejected with the infinities.
-    good = [float(v) for v in present if 0.0 <= v < _INF]
-    if len(good) < len(present):
-        agg.rejected[name] = agg.rejected.get(name, 0) + len(present) - len(good)
+    # NaN fails both comparisons, so it is rejected with the infinities. The
+    # values are floats already: both decoders convert by the schema.
+    good = [v for v in raw if v is not None and 0.0 <= v < _INF]
+    if len(good) < len(raw):
+        bad = len(raw) - len(good) - raw.count(None)
+        if bad:
+            agg.rejected[name] = agg.rejected.get(name, 0) + bad
     if not good:
         return
     values = agg.values.get(name)
@@ -137,7 +137,7 @@ def _metric_gauges(agg: Aggregate, ps: Sequence[Fields]) -> None:
         if not math.isfinite(value):
             agg.rejected[name] = agg.rejected.get(name, 0) + 1
             continue
-        agg.values.setdefault(name, []).append(float(value))
+        agg.values.setdefault(name, []).append(value)
 
 
 _OBSERVERS: dict[str, Callable[[Aggregate, Sequence[Fields]], None]] = {

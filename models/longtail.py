@@ -79,6 +79,7 @@ class LongTailConfig:
     novelty_margin: float = 0.0
     novelty_cap: int = 4
     novelty_order: int = 1
+    refractory_s: float = 0.0
     explain: float = 0.0
     veto: float = 0.0
 
@@ -143,6 +144,7 @@ class LongTailDetector:
         self._days = SeasonalMemory(c.slot_seconds, c.routine_days, c.timezone)
         self._forecast: float | None = None
         self._recent_scores: list[float] = []
+        self._recent_times: list[float] = []
         self._seen = 0
         # (x, t, surprise, undamped score) of the last scored value, so that
         # learning the same value does not judge it twice.
@@ -173,6 +175,9 @@ class LongTailDetector:
         if self._state() == "ready" and c.refractory:
             self._recent_scores.append(value)
             del self._recent_scores[: -c.refractory]
+            if c.refractory_s > 0:
+                self._recent_times.append(t.timestamp())
+                del self._recent_times[: -c.refractory]
         explained = self._routine_d < c.explain
         if c.novelty_margin > 0:
             self._novelty.add(self._jump_level if self._state() == "ready" else 0)
@@ -267,6 +272,13 @@ class LongTailDetector:
 
     def _damped(self, value: float) -> float:
         c = self.config
+        if c.refractory_s > 0 and self._last is not None:
+            now = self._last[1].timestamp()
+            times = self._recent_times
+            recent = [v for v, u in zip(self._recent_scores, times) if now - u <= c.refractory_s]
+            if value <= max(recent, default=0.0):
+                return value * c.damp
+            return value
         if c.refractory and value <= max(self._recent_scores, default=0.0):
             return value * c.damp
         return value

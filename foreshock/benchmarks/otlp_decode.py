@@ -152,6 +152,7 @@ def _numbers_only(request: ExportMetricsServiceRequest) -> ExportMetricsServiceR
 
 _NUMBERS = ("gauge", "sum")
 _FORMAT = "otlp_proto_metrics"
+_SHARD = "otlp_metrics:0"
 # Messages per batch of the window step, as a Kafka source hands them over.
 _BATCH = 100
 _CLOCKS: dict[str, Callable[[], float]] = {

@@ -1,0 +1,132 @@
+"""The recovery store: where `foreshock run` keeps the flow's snapshots.
+
+Bytewax keeps a flow's snapshots in a fixed number of SQLite files,
+`part-<i>.sqlite3`, each of which records its own index and the count it
+was made with. The cluster as a whole must hold every file; a process may
+hold any subset. So each process keeps the files whose index modulo the
+number of processes is its own `process_id`, on storage of its own (a
+Kubernetes persistent volume per pod): a restarted pod finds its files
+again, and no two processes write the same file.
+
+`open_store` creates this process's files when the directory holds none,
+and refuses files made for another partition count, which Bytewax could
+not resume from.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sqlite3
+import tempfile
+from contextlib import closing
+from datetime import timedelta
+from pathlib import Path
+
+from bytewax.recovery import RecoveryConfig, init_db_dir
+
+from foreshock.config import ClusterSettings, RecoverySettings
+
+__all__ = [
+    "RecoveryStoreError",
+    "held_parts",
+    "last_snapshot_epoch",
+    "open_store",
+    "parts_of_process",
+]
+
+log = logging.getLogger(__name__)
+
+_PATTERN = "part-*.sqlite3"
+
+
+class RecoveryStoreError(RuntimeError):
+    """The recovery directory holds files this flow cannot resume from."""
+
+
+def open_store(
+    recovery: RecoverySettings, cluster: ClusterSettings
+) -> RecoveryConfig | None:
+    """This process's recovery store, created if missing; None if not set."""
+    if recovery.dir is None:
+        return None
+    processes = max(1, len(cluster.addresses))
+    process_id = cluster.process_id or 0
+    directory = recovery.dir
+    directory.mkdir(parents=True, exist_ok=True)
+
+    held = held_parts(directory)
+    if not held:
+        wanted = parts_of_process(recovery.partitions, process_id, processes)
+        _create(directory, recovery.partitions, wanted)
+        log.info(
+            "recovery store created dir=%s parts=%s of=%s",
+            directory,
+            wanted,
+            recovery.partitions,
+        )
+    else:
+        _check(directory, held, recovery.partitions)
+        log.info("recovery store found dir=%s parts=%s", directory, sorted(held))
+    backup = timedelta(seconds=recovery.backup_interval_s)
+    return RecoveryConfig(directory, backup)  # type: ignore[no-untyped-call]
+
+
+def parts_of_process(partitions: int, process_id: int, processes: int) -> list[int]:
+    """The indexes of the files that process `process_id` keeps."""
+    return [i for i in range(partitions) if i % processes == process_id]
+
+
+def held_parts(directory: Path) -> dict[int, int]:
+    """Index -> partition count of every recovery file in `directory`."""
+    held: dict[int, int] = {}
+    for path in sorted(directory.glob(_PATTERN)):
+        with _read_only(path) as db:
+            for index, count in db.execute("SELECT part_index, part_count FROM parts"):
+                held[int(index)] = int(count)
+    return held
+
+
+def last_snapshot_epoch(directory: Path) -> int | None:
+    """The latest epoch every file here has committed, or None before any.
+
+    A flow restarted on this directory resumes from this epoch or an
+    earlier one (the cluster's files may be spread over several hosts).
+    """
+    epochs: list[int] = []
+    for path in sorted(directory.glob(_PATTERN)):
+        with _read_only(path) as db:
+            row = db.execute("SELECT MIN(commit_epoch) FROM commits").fetchone()
+        if row is None or row[0] is None:
+            return None
+        epochs.append(int(row[0]))
+    return min(epochs) if epochs else None
+
+
+def _create(directory: Path, partitions: int, wanted: list[int]) -> None:
+    # All files are made together (Bytewax numbers them), then only this
+    # process's are kept; the staging folder sits beside them so that the
+    # move is a rename on the same file system.
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=directory))
+    try:
+        init_db_dir(staging, partitions)  # type: ignore[no-untyped-call]
+        for index in wanted:
+            name = f"part-{index}.sqlite3"
+            (staging / name).rename(directory / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check(directory: Path, held: dict[int, int], partitions: int) -> None:
+    counts = set(held.values())
+    if counts != {partitions}:
+        raise RecoveryStoreError(
+            f"the recovery store {str(directory)!r} was made for "
+            f"{sorted(counts)} partitions, but recovery.partitions is "
+            f"{partitions}; set recovery.partitions to match, or empty the "
+            "directory to start over without the saved state"
+        )
+
+
+def _read_only(path: Path) -> closing[sqlite3.Connection]:
+    return closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True))
