@@ -123,6 +123,14 @@ class CorrelationSettings(_Section):
     resolve_after_windows: int = Field(default=5, ge=1)
     cooldown_s: float = Field(default=1800.0, ge=0)
     confirm_windows: int = Field(default=1, ge=1)
+    warn_confirm_windows: int = Field(default=2, ge=1)
+    episode_gap_s: float = Field(default=300.0, gt=0)
+    page_while_warming_up: bool = True
+    silence_windows: int = Field(default=2, ge=1)
+    change_grace_s: float = Field(default=300.0, ge=0)
+    change_lookback_s: float = Field(default=1800.0, ge=0)
+    change_regression_ratio: float = Field(default=1.5, gt=1)
+    infer_calls: bool = False
 
 
 class AlertmanagerSettings(_Section):

@@ -53,12 +53,7 @@ def flow_config(settings: Settings, topology: Topology | None = None) -> FlowCon
         detector=settings.detection.detector,
         threshold=settings.detection.threshold,
         topology=topology,
-        correlation=CorrelationConfig(
-            lookback_s=c.lookback_s,
-            resolve_after_windows=c.resolve_after_windows,
-            cooldown_s=c.cooldown_s,
-            confirm_windows=c.confirm_windows,
-        ),
+        correlation=CorrelationConfig(**c.model_dump(exclude={"topology"})),
         decoders=decoders(settings),
     )
 
