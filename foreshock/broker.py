@@ -208,6 +208,7 @@ class LocalKafka:
         self._workdir: Path | None = None
         self._log: IO[bytes] | None = None
         self._process: subprocess.Popen[bytes] | None = None
+        self._command: list[str] = []
         self._bootstrap: str | None = None
 
     @property
@@ -264,6 +265,29 @@ class LocalKafka:
         self._workdir = None
         self._bootstrap = None
 
+    def restart(self, downtime_s: float = 0.0) -> None:
+        """Stop the broker's JVM, wait `downtime_s`, start it again.
+
+        The broker comes back on the same ports with the same data, as a
+        real broker does after a restart, so that clients can be tested for
+        riding one out. Returns once it answers again.
+        """
+        if self._process is None or self._log is None:
+            raise BrokerError("the local Kafka broker is not started; call start()")
+
+        _terminate(self._process, self._stop_timeout_s)
+        _LOG.info("kafka broker stopped for a restart bootstrap=%s", self._bootstrap)
+        time.sleep(downtime_s)
+        self._process = subprocess.Popen(
+            self._command,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._wait_until_ready(self._process, self.bootstrap_servers)
+        _LOG.info("kafka broker restarted bootstrap=%s", self._bootstrap)
+
     def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
         """The last lines of the broker's log, or "" when there is none."""
         return "" if self.log_path is None else _tail(self.log_path, lines)
@@ -289,7 +313,7 @@ class LocalKafka:
         (workdir / "log4j2.properties").write_text(_LOG4J_CONFIG)
         _format_storage(java, libs, workdir, properties)
 
-        command = [
+        self._command = [
             java,
             f"-Xmx{self._max_heap}",
             *_jvm_options(libs, workdir),
@@ -300,7 +324,7 @@ class LocalKafka:
         # A session of its own keeps a terminal's Ctrl-C from killing the
         # broker before stop() can shut it down in order.
         self._process = subprocess.Popen(
-            command,
+            self._command,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -80,6 +80,8 @@ class LongTailConfig:
     novelty_cap: int = 4
     novelty_order: int = 1
     refractory_s: float = 0.0
+    explain_reach: int = 1
+    explain_veto: float = 0.0
     explain: float = 0.0
     veto: float = 0.0
 
@@ -244,6 +246,13 @@ class LongTailDetector:
         )
         if c.veto > 0:
             out = min(out, self._routine_d + c.veto)
+        if (c.explain_reach > 1 or c.explain_veto > 0) and out >= 2.0 and self._routine_d < math.inf:
+            wide = self._days.residual(x, t, c.explain_reach)
+            if wide is not None:
+                wd = max(self._routine.decades(wide, floor, c.memory))
+                self._routine_d = min(self._routine_d, wd)
+                if c.explain_veto > 0:
+                    out = min(out, wd + c.explain_veto)
         self._uncapped = out
         if c.novelty_margin > 0:
             out = min(out, self._novelty.decades(self._jump_level) + c.novelty_margin)

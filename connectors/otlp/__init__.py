@@ -2,9 +2,11 @@
 
 `decode_otlp(data, signal, encoding)` turns one message into Foreshock events
 and rejections; `OtlpDecoder` does the same while remembering cumulative
-series and the call graph across messages. `foreshock.decode` registers a
-format per encoding and signal ("otlp_proto_metrics", "otlp_json_traces",
-...); "otlp_json" alone tells the signal from the document.
+series and the call graph across messages, and its `scan` gives the window
+samples of those events without making them, which is what the window step
+takes. `foreshock.decode` registers a format per encoding and signal
+("otlp_proto_metrics", "otlp_json_traces", ...); "otlp_json" alone tells the
+signal from the document.
 """
 
 from connectors.otlp.callgraph import CallGraph

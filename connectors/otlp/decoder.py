@@ -11,6 +11,10 @@ items could be used is refused whole.
 
 Cumulative series, recent spans and the call graph are remembered across
 messages, so one `OtlpDecoder` should read all messages of a topic partition.
+
+A registered format's decoder is a `foreshock.decode.SampleDecoder`: called,
+it returns events; its `scan` returns their window samples instead, which
+costs a fraction as much per metric point (see `connectors.otlp.events`).
 """
 
 from __future__ import annotations

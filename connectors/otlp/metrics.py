@@ -217,6 +217,8 @@ class MetricDecoder:
         for point in points[:]:
             if point.flags & _NO_VALUE:
                 continue
+            # The member of the value that is not set reads as zero: reading
+            # both costs less than asking which is set. A -0.0 stays -0.0.
             value = point.as_double
             if not value and point.as_int:
                 value = float(point.as_int)

@@ -216,6 +216,7 @@ def test_main_prints_one_json_line_for_a_tiny_day(
         "median_lead_s",
         "false_incidents",
         "per_type",
+        "incidents_only",
         "seconds",
     ]
     assert (result["dataset"], result["days"], result["faults"]) == ("nezha", 1, 1)

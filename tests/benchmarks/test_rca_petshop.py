@@ -124,6 +124,7 @@ def test_main_prints_one_json_line_with_a_breakdown_per_scenario(
         "median_lead_s",
         "false_incidents",
         "per_type",
+        "incidents_only",
         "per_scenario",
         "seconds",
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -293,7 +294,9 @@ def test_run_writes_a_report_per_incident_and_reads_feedback(
     run_main(kafka_flow(settings, until_end=True))  # type: ignore[arg-type]
 
     incidents = [
-        m.key.decode() for m in consume_all(kafka_bootstrap, names[2]) if m.key
+        json.loads(m.value)["id"]
+        for m in consume_all(kafka_bootstrap, names[2])
+        if m.value
     ]
     pages = sorted(p.name for p in (tmp_path / "reports").iterdir())
     assert incidents and pages == sorted({f"{i}.html" for i in incidents})
