@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from bytewax.testing import run_main
-from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient
 
 from foreshock.broker import LocalKafka
 from foreshock.config import load_settings

@@ -14,8 +14,10 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 __all__ = ["LabelKey", "LabelReader", "Labels"]
 
 Labels = dict[str, str]
-# The labels sorted by name: the part of a series key that labels make.
-LabelKey = tuple[tuple[str, str], ...]
+# The labels sorted by name, written out: the part of a series key that
+# labels make. A string keeps its hash once computed, and the same string is
+# handed out for the same labels, so series lookups do not hash them again.
+LabelKey = str
 _SCALARS = ("int_value", "double_value", "bool_value")
 
 
@@ -58,7 +60,7 @@ class LabelReader:
         if len(self._known) >= self._limit:
             self._known.clear()
         labels = dict(seen)
-        known = self._known[seen] = (labels, tuple(sorted(labels.items())))
+        known = self._known[seen] = (labels, repr(sorted(labels.items())))
         return known
 
 

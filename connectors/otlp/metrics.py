@@ -241,6 +241,7 @@ class MetricDecoder:
         # Runs once per point, as `_gauge_points` does.
         read, name = self._labels.read, c.name
         series_of, add = self._series.increase_of, self._totals.add
+        samples, attributes = out.samples, out.attributes
         for point in points[:]:
             if point.flags & _NO_VALUE:
                 continue
@@ -271,8 +272,8 @@ class MetricDecoder:
                 self._baseline(out, place, when, name, c, labels)
             fields = MetricPoint(name, "counter", total, c.unit, labels)
             if c.fast and when > 0:
-                out.samples.append((when // 1000, layer, service, _KIND, fields))
-                out.attributes.append(place.attributes)
+                samples.append((when // 1000, layer, service, _KIND, fields))
+                attributes.append(place.attributes)
             else:
                 out.metric(when, place, fields)
 

@@ -5,6 +5,7 @@ incidents and early warnings against what the rules stated in
 `foreshock.correlation` imply for that input.
 """
 
+import pickle
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
@@ -295,3 +296,23 @@ def test_calls_seen_in_traces_extend_the_call_graph() -> None:
     assert top.service == "payments"
     assert [e.kpi for e in top.evidence] == ["latency_p95_ms of calls from web"]
     assert incident.lead_time_s == 120
+
+
+def test_the_correlator_resumes_from_a_snapshot_mid_incident() -> None:
+    # Snapshot while an incident is open and a warning group is live; the
+    # restored correlator publishes exactly what the uninterrupted one does.
+    bad = {DB_TIME: (1, 12), ORDERS_LATENCY: (2, 12), PAGE_LOAD: (4, 9)}
+    whole = Correlator(SHOP)
+    first = Correlator(SHOP)
+    expected = _feed(whole, minutes=20, bad=bad)
+
+    out: list[Output] = []
+    for minute in range(20):
+        if minute == 6:
+            first = pickle.loads(pickle.dumps(first))
+        for series, (start, until) in bad.items():
+            out += first.observe(_score(minute, series, start <= minute < until))
+    out += first.flush()
+
+    assert out == expected
+    assert [i.status for i in _incidents(out)][-1] == "resolved"
