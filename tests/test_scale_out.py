@@ -1,0 +1,94 @@
+"""Two processes, each owning Kafka partitions, publish what one process does."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from bytewax.testing import run_main
+
+from connectors.kafka import consume_all
+from foreshock.config import load_settings
+from foreshock.jobs import kafka_flow
+from tests.flow_runs import (
+    MINUTES,
+    Outputs,
+    incident_events,
+    produce,
+    read_outputs,
+    start_run,
+    write_config,
+)
+from tests.kafka_helpers import TopicFactory
+
+pytestmark = pytest.mark.kafka
+
+_OUTPUTS = ("kpis", "anomalies", "incidents", "early_warnings", "data_quality")
+# With librdkafka's default partitioner (CRC32 of the key) on four
+# partitions, orders-db goes to partition 0 and web to partition 1, which
+# Bytewax gives to different processes.
+_PARTITIONS = 4
+
+
+def _topics(make: TopicFactory, prefix: str) -> tuple[str, dict[str, str]]:
+    [source] = make(f"{prefix}-in", partitions=_PARTITIONS)
+    names = make(*(f"{prefix}-{kind}" for kind in _OUTPUTS))
+    return source, dict(zip(_OUTPUTS, names, strict=True))
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _one_process(bootstrap: str, make: TopicFactory, tmp_path: Path) -> Outputs:
+    source, outputs = _topics(make, "one")
+    produce(bootstrap, source, incident_events(0, MINUTES))
+    config = write_config(tmp_path / "one.toml", bootstrap, source, outputs)
+    run_main(kafka_flow(load_settings(config), until_end=True))  # type: ignore[no-untyped-call]
+    return read_outputs(bootstrap, outputs)
+
+
+def test_two_processes_publish_what_one_process_does(
+    kafka_bootstrap: str, kafka_topics: TopicFactory, tmp_path: Path
+) -> None:
+    bootstrap = kafka_bootstrap
+    one = _one_process(bootstrap, kafka_topics, tmp_path)
+    source, outputs = _topics(kafka_topics, "two")
+    produce(bootstrap, source, incident_events(0, MINUTES))
+    addresses = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    config = write_config(
+        tmp_path / "two.toml",
+        bootstrap,
+        source,
+        outputs,
+        extra={"cluster": {"addresses": addresses}},
+    )
+
+    flows = [
+        start_run(
+            config,
+            tmp_path / f"process-{i}.log",
+            until_end=True,
+            env={"FORESHOCK_CLUSTER__PROCESS_ID": str(i)},
+        )
+        for i in range(2)
+    ]
+    codes = [flow.wait(timeout=90) for flow in flows]
+
+    assert codes == [0, 0], (tmp_path / "process-0.log").read_text()[-3000:]
+    partitions = {m.partition for m in consume_all(bootstrap, source)}
+    assert partitions == {0, 1}, "the services are on two partitions"
+    two = read_outputs(bootstrap, outputs)
+    assert len(two.by_kind["kpis"]) == len(one.by_kind["kpis"])
+    assert two.kpis() == one.kpis()
+    assert two.anomalies() == one.anomalies()
+    assert two.incidents() == one.incidents()
+    assert len(one.incidents()) == 1
