@@ -135,6 +135,12 @@ def build_flow(
         unusable = op.filter("bad_feedback", said, lambda x: isinstance(x, DeadLetter))
         rejected = op.merge("rejected_all", rejected, unusable)
     # ("all", KpiScore | Change | Feedback): correlation sees every service.
+    # Shards read by different processes reach it interleaved, and it judges
+    # a window once any later window has arrived: when one shard runs well
+    # ahead (a backlog read at start), the other's windows are judged late,
+    # so an incident may cite later evidence or be published once more than
+    # with one process. Until windows wait for every shard's progress, run
+    # one process where incident content must not depend on timing.
     together = op.key_on("key_all", context, lambda _: "all")
     correlate = op.stateful_batch("correlate", together, _correlate_builder(config))
     correlated = op.key_rm("unkey_all", correlate)

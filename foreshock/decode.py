@@ -91,6 +91,7 @@ class SampleDecoder(Protocol):
 
     def scan(self, data: bytes) -> Scanned: ...
 
+
 # A format's decoder is built from the job's settings, so that a format with
 # options (service mapping, bot rules) reads them from the same configuration.
 DecoderFactory = Callable[["Settings"], Decoder]

@@ -1,4 +1,4 @@
-"""Event-time tumbling windows per (layer, service), with allowed lateness.
+"""Event-time windows per (layer, service), with allowed lateness.
 
 `WindowStore` keeps the open windows of one shard (one source partition) and
 is pure Python, so window logic is tested without any stream engine. Time is
@@ -6,6 +6,12 @@ whatever the events say: the watermark is the latest event time seen minus
 the allowed lateness, a window closes once the watermark passes its end, and
 an event for a closed window is late: it is returned to the caller, never
 merged and never dropped.
+
+Windows are `length` long and one starts every `slide` (`WindowSpec`):
+tumbling when the two are equal, sliding when the slide is shorter, in which
+case an event counts in every window that holds it. Window `k` spans
+`[align + k * slide, align + k * slide + length)` in whole microseconds, so
+windows aligned to a distant date keep exact boundaries.
 
 Events come in as samples: the event time in whole microseconds and the
 fields its window needs (see `Sample`). A batch of samples is added in one
@@ -20,6 +26,12 @@ operations.
 When a window closes, every (layer, service) the shard has seen recently gets
 its KPIs for it; a service that sent nothing gets `no_data` records, so that a
 silent service is visible instead of skipped.
+
+What the event times alone cannot tell is set by a `WindowPolicy`: when a
+shard that stopped advancing lets processing time close its windows (the
+idle timeout), when a closed window is old news (backfill), and how many
+services and series one shard may hold, so that a flood of new names cannot
+exhaust memory.
 """
 
 from __future__ import annotations

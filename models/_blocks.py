@@ -9,6 +9,8 @@ a block, the per-value tail probability follows as `1 - (1 - share)^(1/block)`.
 Beyond the highest block maximum the tail decays exponentially, with the mean
 excess of the top block maxima as its length, as for a Gumbel-type tail.
 `blocks` maxima of `block` values each remember `blocks * block` values.
+With `heavy_upper` the maxima's tail beyond the highest one may also decay
+as a power law (see `SlidingTail`).
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ _MIN_BLOCKS = 8
 class BlockTail:
     """Sliding windows of the maxima and negated minima of recent blocks."""
 
-    def __init__(self, block: int, blocks: int) -> None:
+    def __init__(self, block: int, blocks: int, heavy_upper: bool = False) -> None:
         self.block = block
-        self._maxima = SlidingTail(blocks)
+        self._maxima = SlidingTail(blocks, heavy_upper)
         self._minima = SlidingTail(blocks)
         self._count = 0
         self._high = -math.inf

@@ -36,18 +36,15 @@ class SeasonalMemory:
         # The local day number each ring row holds, so stale rows are ignored.
         self._day_of_row = array("q", [-1]) * days
 
-    def residual(self, x: float, t: datetime, reach: int = 1) -> float | None:
-        """`x` minus the nearest value seen near this time on recent days.
-
-        `reach` slots on each side of the value's own slot are searched.
-        """
+    def residual(self, x: float, t: datetime) -> float | None:
+        """`x` minus the nearest value seen near this time on recent days."""
         day, slot = self._position(t)
         best: float | None = None
         for back in range(1, self.days + 1):
             row = (day - back) % self.days
             if self._day_of_row[row] != day - back:
                 continue
-            for s in range(max(slot - reach, 0), min(slot + reach + 1, self._slots)):
+            for s in range(max(slot - 1, 0), min(slot + 2, self._slots)):
                 ref = self._values[row * self._slots + s]
                 if not math.isnan(ref) and (best is None or abs(x - ref) < abs(best)):
                     best = x - ref

@@ -6,6 +6,14 @@ mean excess of the window's top values over its median as the decay length,
 so a value twice as far out gets a much smaller probability rather than the
 same floor. Being rank based, the estimate needs no scaling and one absurd
 value moves it by one rank only.
+
+Counts, volumes and latencies often have power-law upper tails: a spike
+three times the highest one seen is much more likely than an exponential
+tail says. With `heavy_upper`, the upper extension is also fitted as a
+Pareto tail to the top values' excess over the median (Hill's estimator of
+its index) and the smaller surprise of the two is kept, so a heavy-tailed
+series is not judged by a light-tailed model while a light-tailed one keeps
+its exponential decay.
 """
 
 from __future__ import annotations
@@ -26,8 +34,9 @@ _FLOAT32_MAX = 3.0e38
 class SlidingTail:
     """Sorted copy and ring of the last `size` values."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, heavy_upper: bool = False) -> None:
         self.size = size
+        self.heavy_upper = heavy_upper
         self._ring = array("f")
         self._sorted = array("f")
         self._next = 0
@@ -64,7 +73,10 @@ class SlidingTail:
             return -math.log10((above + 1) / (n + 1))
         top = self._sorted[-1]
         length = max(self._excess_length(), floor)
-        return math.log10(n + 1) + (x - top) / length / math.log(10.0)
+        beyond = (x - top) / length / math.log(10.0)
+        if self.heavy_upper:
+            beyond = min(beyond, self._pareto_decades(x, floor))
+        return math.log10(n + 1) + beyond
 
     def lower_decades(self, x: float, floor: float) -> float:
         """-log10 of the tail probability of values <= `x`."""
@@ -95,6 +107,18 @@ class SlidingTail:
         if not self._sorted:
             return math.inf
         return self._sorted[-1] + max(self._excess_length(), floor)
+
+    def _pareto_decades(self, x: float, floor: float) -> float:
+        """Decades beyond the maximum for a Pareto tail of the excess over
+        the median, its index `alpha` estimated from the top values (Hill)."""
+        values = self._sorted
+        median = values[len(values) // 2]
+        k = max(2, int(_TOP_SHARE * len(values)))
+        base = max(values[-k - 1 if k < len(values) else 0] - median, floor)
+        top = max(values[-1] - median, base)
+        logs = sum(math.log(max(v - median, base) / base) for v in values[-k:])
+        alpha = k / max(logs, 1e-3 * k)
+        return alpha * math.log10(max(x - median, top) / top)
 
     def _excess_length(self) -> float:
         k = max(1, int(_TOP_SHARE * len(self._sorted)))

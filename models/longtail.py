@@ -81,6 +81,9 @@ class LongTailConfig:
     novelty_order: int = 1
     refractory_s: float = 0.0
     explain_reach: int = 1
+    hill: bool = False
+    hill_low: bool = False
+    hill_views: str = "jump"
     explain_veto: float = 0.0
     explain: float = 0.0
     veto: float = 0.0
@@ -140,6 +143,10 @@ class LongTailDetector:
         self._sus_hi = _View(c)
         self._sus_lo = _View(c)
         self._routine_d = math.inf
+        for name in c.hill_views.split("+"):
+            view = getattr(self, "_" + name)
+            view.short.hill = view.long._maxima.hill = c.hill
+            view.short.hill_low = view.long._minima.hill = c.hill_low
         self._novelty = TransitionNovelty(c.novelty_cap, c.novelty_order)
         self._jump_level = 0
         self._uncapped = 0.0

@@ -114,3 +114,74 @@ def test_events_in_kpis_anomalies_incidents_and_dead_letters_out(
     assert incidents[-1]["lead_time_s"] == 120.0
     assert sorted(d["reason"] for d in dead) == ["empty_payload", "json_decode_error"]
     assert all(d["topic"] == names[0] and d["offset"] in (100, 101) for d in dead)
+
+
+def test_deploys_on_their_own_topic_are_cited_by_the_incident(
+    kafka_bootstrap: str, kafka_topics, tmp_path
+) -> None:
+    names = kafka_topics(
+        "in",
+        "changes",
+        "incidents",
+        "dead",
+        "kpis",
+        "anomalies",
+        "warnings",
+        "late",
+        "gaps",
+        partitions=1,
+    )
+    topology = tmp_path / "topology.json"
+    topology.write_text(
+        json.dumps(
+            {
+                "services": {"web": "frontend", "orders-db": "database"},
+                "calls": [["web", "orders-db"]],
+            }
+        )
+    )
+    settings = Settings(
+        kafka={
+            "bootstrap_servers": kafka_bootstrap,
+            "input_topics": [names[0], names[1]],
+            "group_id": names[0],
+            "formats": {names[1]: "change"},
+        },
+        topics={
+            "incidents": names[2],
+            "dead_letters": names[3],
+            "kpis": names[4],
+            "anomalies": names[5],
+            "early_warnings": names[6],
+            "late_events": names[7],
+            "data_quality": names[8],
+        },
+        correlation={"topology": topology},
+    )
+    deploy = {
+        "time": (T0 + timedelta(minutes=69, seconds=30)).isoformat(),
+        "layer": "database",
+        "service": "orders-db",
+        "change_type": "configuration",
+        "version": "pool-4",
+    }
+    telemetry = [OutMessage(names[0], m.key, m.value) for m in _events(80, 70)]
+    produce_all(
+        kafka_bootstrap,
+        [
+            OutMessage(names[1], b"orders-db", json.dumps(deploy).encode()),
+            OutMessage(names[1], b"orders-db", b'{"service": "orders-db"}'),
+            *telemetry,
+        ],
+    )
+    run_main(kafka_flow(settings, until_end=True))  # type: ignore[arg-type]
+
+    incidents = [json.loads(m.value) for m in consume_all(kafka_bootstrap, names[2])]
+    dead = [json.loads(m.value) for m in consume_all(kafka_bootstrap, names[3])]
+
+    assert incidents
+    assert [c["version"] for c in incidents[-1]["changes"]] == ["pool-4"]
+    top = incidents[-1]["root_causes"][0]
+    assert top["service"] == "orders-db"
+    assert top["reasons"][0].startswith("configuration pool-4 of orders-db at 10:09:30")
+    assert [(d["topic"], d["reason"]) for d in dead] == [(names[1], "schema")]

@@ -105,7 +105,7 @@ class Collected:
         made = self._events
         pairs = zip(self.samples, self.attributes, strict=True)
         return [
-            made.get(i) or event_of(sample, attributes)
+            made[i] if i in made else event_of(sample, attributes)
             for i, (sample, attributes) in enumerate(pairs)
         ]
 

@@ -14,10 +14,10 @@ into the messages' fields, by tables made once from their descriptors:
 
 Anything else (a field name in snake_case or unknown, a null, a value of
 another type, a number written as a string for a double, bytes in base64,
-two members of one oneof) raises `Unsupported`, and the caller reads the
-document with `ParseDict`, which accepts it as the specification allows or
-says precisely why not. So what this module accepts, `ParseDict` reads to
-the same message.
+two members of one oneof, messages nested deeper than `ParseDict` reads)
+raises `Unsupported`, and the caller reads the document with `ParseDict`,
+which accepts it as the specification allows or says precisely why not. So
+what this module accepts, `ParseDict` reads to the same message.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 __all__ = ["Unsupported", "read_metrics", "read_traces"]
 
-# A JSON value to a field's value; for a message field, (message, object)
-# to nothing, filling the message.
+# A JSON value to a field's value; for a message field, (message, object,
+# depth) to nothing, filling the message.
 Convert = Callable[..., Any]
 
 # Bytes fields that OTLP/JSON writes in hex; every other bytes field is base64.
@@ -83,13 +83,16 @@ def _read(reader: _Reader, document: dict[str, Any]) -> Message:
         reader.fill(message, document)
     except (ValueError, TypeError, OverflowError) as error:
         # A message refused a value (out of range, not UTF-8): the general
-        # parser gives the reason in its own words.
+        # parser says why in its own words.
         raise Unsupported(str(error)) from error
     return message
 
 
 # How a field is filled: one value, a message, or a list of either.
 _SCALAR, _MESSAGE, _SCALARS, _MESSAGES = range(4)
+# The nesting of messages `ParseDict` reads by default, the request itself
+# counting as one; it refuses deeper documents, so this module must too.
+_MAX_DEPTH = 100
 
 
 class _Reader:
@@ -111,9 +114,11 @@ class _Reader:
             if len(oneof.fields) > 1
         ]
 
-    def fill(self, message: Any, node: Any) -> None:
+    def fill(self, message: Any, node: Any, depth: int = 1) -> None:
         if type(node) is not dict:
             raise Unsupported(f"expected an object, got {type(node).__name__}")
+        if depth > _MAX_DEPTH:
+            raise Unsupported(f"messages nested more than {_MAX_DEPTH} deep")
         fields = self.fields
         for key, value in node.items():
             found = fields.get(key)
@@ -125,11 +130,11 @@ class _Reader:
             elif how == _MESSAGES:
                 add = getattr(message, name).add
                 for item in _items(value):
-                    convert(add(), item)
+                    convert(add(), item, depth + 1)
             elif how == _MESSAGE:
                 child = getattr(message, name)
                 child.SetInParent()
-                convert(child, value)
+                convert(child, value, depth + 1)
             else:
                 getattr(message, name).extend([convert(v) for v in _items(value)])
         for members in self.oneofs:

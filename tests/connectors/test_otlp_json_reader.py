@@ -20,7 +20,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from connectors.otlp.json_reader import Unsupported, read_metrics, read_traces
-from connectors.otlp.parse import _hex_ids_to_base64
+from connectors.otlp.parse import OtlpParseError, _hex_ids_to_base64, parse
 from foreshock.benchmarks.otlp_decode import requests
 from tests.cases import CASES
 from tests.connectors.test_otlp import TEN, otlp_json, sdk_metrics, sdk_spans
@@ -116,3 +116,27 @@ def _point(**fields: Any) -> Document:
 def test_any_other_form_is_left_to_parse_dict(document: Document) -> None:
     with pytest.raises(Unsupported):
         read_metrics(document)
+
+
+def _nested(levels: int) -> Document:
+    value: Document = {"stringValue": "x"}
+    for _ in range(levels):
+        value = {"arrayValue": {"values": [value]}}
+    attributes = [{"key": "deep", "value": value}]
+    return {"resourceMetrics": [{"resource": {"attributes": attributes}}]}
+
+
+def test_nesting_is_refused_where_parse_dict_refuses_it() -> None:
+    # Request, resource metrics, resource, key-value and value are 5 levels
+    # of messages, each array 2 more: 47 arrays make 99, 48 make 101, and
+    # ParseDict reads at most 100.
+    deepest, too_deep = _nested(47), _nested(48)
+
+    read = read_metrics(deepest)
+
+    assert read == _by_parse_dict(deepest, "metrics")
+    with pytest.raises(Unsupported):
+        read_metrics(too_deep)
+    with pytest.raises(OtlpParseError, match="too deep") as refused:
+        parse(json.dumps(too_deep).encode(), "metrics", "json")
+    assert refused.value.reason == "otlp_schema"
