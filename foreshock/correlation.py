@@ -12,25 +12,32 @@ shows up, so the result does not depend on the order records arrive in.
   root-cause candidates; an open incident keeps the evidence it has seen, so
   a long one keeps its chain and lead time.
 - Deep-stack trouble on a path to users, with no incident open for it, is
-  published as an early warning. Services whose trouble starts within an
-  episode gap of a warning's latest member, sharing users at risk, join it
-  (same id, status "updated") instead of warning one by one. If users are
-  hit later, the incident cites the warning and records the lead time.
+  published as an early warning once a series has been anomalous for
+  `warn_confirm_windows` windows. Trouble in the same or a neighbouring
+  service (caller or callee), starting within an episode gap of a warning's
+  first trouble, joins it (same id, status "updated") instead of warning
+  anew. If users are hit later, the incident cites the warning and records
+  the lead time.
 - An incident resolves once every user-facing KPI that was anomalous has been
   back to normal for `resolve_after_windows` windows of real data. Missing
-  data never counts as recovery.
+  data never counts as recovery. Within the cool-down after, trouble in its
+  scope is its tail (no new warning), and users hit again reopen it.
+- A service whose every series has no data is evidence in an incident when
+  its users fail, and otherwise a data gap for the telemetry pipeline's
+  owners (`DataGap`), never a page.
+- Deploys and other changes (`Change`) hold the changed service's anomalies
+  for `change_grace_s`; when the grace ends its series are compared with
+  their level before the change. A change shortly before a candidate's
+  trouble is offered as its probable cause.
 - Anomalies of a detector still warming up come from its plain fallback
-  rule; they page like any other unless `page_while_warming_up` is off.
+  rule; they page like any other unless `page_while_warming_up` is off. A
+  static objective breached (`Kpi.objective`) is an anomaly whatever the
+  detector learned.
+- The call graph is the configured one, grown by the calls span edge series
+  show, and, if `infer_calls` is on, by edges inferred from which services'
+  trouble reliably comes first (`foreshock.inference`).
 
-Ranking, for each candidate service: the strength of its anomalies, how early
-its first one started compared to users' first symptom, and where it sits on
-the call graph. A candidate whose dependencies turned anomalous no later than
-it did is probably a symptom of them and is ranked down. A rise in request
-rate is demand: it is followed up the call graph through callers whose own
-rate rose too, to where it started (a service nobody calls, or callers whose
-rate held but who now call more per request, as after a release). The
-services it started from are credited with it; services that turned
-anomalous once that demand reached them are ranked down as loaded by it.
+Ranking is `foreshock.ranking`'s.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from datetime import UTC, datetime, timedelta
 from foreshock.feedback import SuppressionBook
 from foreshock.inference import LeadLag
 from foreshock.layers import USER_FACING, Layer
+from foreshock.ranking import is_symptom, rank_candidates
 from foreshock.records import (
     Anomaly,
     Candidate,
@@ -251,7 +259,7 @@ class Correlator:
             self._infer_calls()
         self._expire(window_end)
 
-        user = [a for a in anomalies if _is_symptom(a)]
+        user = [a for a in anomalies if is_symptom(a)]
         yield from self._open_or_join(user, window_end)
         yield from self._update_open(window_end)
         deep = [a for a in anomalies if a.layer not in USER_FACING]
@@ -610,7 +618,7 @@ class Correlator:
             old = group.warning
             members = {*group.onsets}
             found = {m: ev for m in members if (ev := self._evidence_of(m))}
-            ranked = _rank(
+            ranked = rank_candidates(
                 self.topology,
                 set(old.at_risk) | set(at_risk),
                 now,
@@ -698,10 +706,10 @@ class Correlator:
             e
             for s in sorted(current.user_services)
             for e in evidence.get(s, [])
-            if _is_symptom(e)
+            if is_symptom(e)
         ]
         changes = self._changes_before(scope, current.onset)
-        ranked = _rank(
+        ranked = rank_candidates(
             self.topology,
             current.user_services,
             current.onset,
@@ -748,171 +756,3 @@ def _title(user: list[Evidence], ranked: list[Candidate]) -> str:
     if not ranked:
         return f"{felt} degraded"
     return f"{felt} degraded; probable root cause {ranked[0].service}"
-
-
-def _rank(
-    topology: Topology,
-    users: set[str],
-    users_hit: datetime,
-    evidence: dict[str, list[Evidence]],
-    changes: list[Change],
-    window: timedelta,
-) -> list[Candidate]:
-    origins = _demand_origins(topology, evidence)
-    passed_on = {s for s, found in origins.items() if s not in found}
-    demand_onset: dict[str, datetime] = {}
-    for rising, found in origins.items():
-        start = min(e.onset for e in evidence[rising] if _is_throughput_up(e))
-        for o in found:
-            demand_onset[o] = min(start, demand_onset.get(o, start))
-    senders = set(demand_onset)
-    scored: list[tuple[float, datetime, str, list[str], list[Evidence]]] = []
-    for service in sorted(evidence.keys() | senders):
-        ev = evidence.get(service, [])
-        reasons: list[str] = []
-        own = [e for e in ev if not _is_throughput_up(e)]
-        if service in origins and service not in passed_on:
-            own += [e for e in ev if _is_throughput_up(e)]
-        sent = sorted(
-            s for s, found in origins.items() if service in found and s != service
-        )
-        induced = [e for s in sent for e in evidence[s] if _is_throughput_up(e)]
-        if induced:
-            reasons.append(
-                "the extra requests its callees received started here: "
-                + ", ".join(sent)
-            )
-        cited = own + induced
-        if not cited:
-            continue
-        onset = min(e.onset for e in cited)
-        strength = max(e.score for e in cited) + 0.05 * min(len(cited) - 1, 4)
-        lead = (users_hit - onset).total_seconds()
-        earliness = 1.0 + 0.5 * max(-1.0, min(1.0, lead / 900.0))
-        if lead > 0:
-            reasons.append(f"anomalous {lead / 60:.0f} min before users were affected")
-        # A dependency that turned anomalous once this service's extra
-        # requests reached it is loaded by them, not an explanation.
-        sent_from = demand_onset.get(service)
-        explained_by = [
-            d
-            for d in topology.dependencies(service)
-            if d in evidence
-            and d not in origins
-            and (d_onset := min(e.onset for e in evidence[d])) <= onset
-            and (sent_from is None or d_onset < sent_from)
-        ]
-        loaded_by = sorted(
-            o
-            for o, start in demand_onset.items()
-            if o != service and service in topology.dependencies(o) and start <= onset
-        )
-        graph = 0.6 if explained_by or loaded_by else 1.0
-        if explained_by:
-            reasons.append(
-                "may be explained by its dependencies: "
-                + ", ".join(sorted(explained_by))
-            )
-        elif not loaded_by:
-            reasons.append("no dependency of it was anomalous earlier")
-        if loaded_by:
-            reasons.append(
-                "may be load from the extra requests sent by " + ", ".join(loaded_by)
-            )
-        if service in passed_on:
-            graph *= 0.5
-            reasons.append(
-                "its request rate rose: demand sent by "
-                + ", ".join(sorted(origins[service]))
-            )
-        change = _cause_of(changes, service, onset, window)
-        if change is not None:
-            graph *= 1.25
-            before = (onset - change.time).total_seconds() / 60
-            reasons.insert(
-                0,
-                f"{change.describe()}, {max(before, 0):.0f} min before its trouble",
-            )
-        scored.append((strength * earliness * graph, onset, service, reasons, cited))
-
-    scored.sort(key=lambda t: (-t[0], t[1], t[2]))
-    distances = _distances(topology, users)
-    return [
-        Candidate(
-            service=service,
-            layer=topology.layers.get(service, cited[0].layer),
-            rank=i + 1,
-            score=round(score, 4),
-            onset=onset,
-            distance=distances.get(service),
-            reasons=reasons,
-            evidence=cited,
-        )
-        for i, (score, onset, service, reasons, cited) in enumerate(scored[:5])
-    ]
-
-
-def _demand_origins(
-    topology: Topology, evidence: dict[str, list[Evidence]]
-) -> dict[str, set[str]]:
-    """For each service whose request rate rose, where that demand came from.
-
-    Demand is followed up the call graph through callers whose own request
-    rate rose too. It stops at a service nobody calls (users came, or a
-    client started calling more: the demand starts there) or at callers whose
-    rate stayed put (they call more per request of their own, say after a
-    release: the demand starts with them, not with the service they load).
-    """
-    rising = {s for s, ev in evidence.items() if any(map(_is_throughput_up, ev))}
-    origins: dict[str, set[str]] = {}
-
-    def trace(service: str, path: frozenset[str]) -> set[str]:
-        if service in origins:
-            return origins[service]
-        callers = [c for c in topology.callers(service) if c not in path]
-        if not callers:
-            found = {service}
-        else:
-            up = [c for c in callers if c in rising]
-            found = (
-                set().union(*(trace(c, path | {c}) for c in up)) if up else set(callers)
-            )
-        origins[service] = found
-        return found
-
-    for service in sorted(rising):
-        trace(service, frozenset({service}))
-    return {s: origins[s] for s in rising}
-
-
-def _cause_of(
-    changes: list[Change], service: str, onset: datetime, window: timedelta
-) -> Change | None:
-    """The latest change of `service` before its first anomalous window ended."""
-    before = [c for c in changes if c.service == service and c.time < onset + window]
-    return before[-1] if before else None
-
-
-def _distances(topology: Topology, user_services: Iterable[str]) -> dict[str, int]:
-    best: dict[str, int] = {s: 0 for s in user_services}
-    for s in user_services:
-        for d, n in topology.dependencies(s).items():
-            best[d] = min(best.get(d, n), n)
-    return best
-
-
-def _is_symptom(e: Anomaly | Evidence) -> bool:
-    # What users feel: availability, errors, speed of a user-facing service.
-    # Its traffic is context: a rise is demand that may cause trouble, a fall
-    # is seen as well by the availability of the synthetic checks.
-    return e.layer in USER_FACING and e.dimension != "throughput"
-
-
-def _is_throughput_up(e: Anomaly | Evidence) -> bool:
-    # Network bytes of a container rise with any work; only request rates of
-    # services say that more was asked of them.
-    return (
-        e.dimension == "throughput"
-        and e.direction == "up"
-        and e.layer is not Layer.INFRASTRUCTURE
-    )

@@ -36,30 +36,37 @@ exhaust memory.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from foreshock.kpis import DEFAULT_REGISTRY, Aggregate, Kpi, KpiRegistry
 from foreshock.layers import Layer
 from foreshock.measure import Fields, observe_many
 from foreshock.metrics_kpis import MetricKpis
-from foreshock.records import KpiRecord
+from foreshock.records import ClosedBy, KpiRecord
 from foreshock.schema import Event
 
 __all__ = [
     "EPOCH",
     "Late",
     "LateSample",
+    "Refused",
     "Sample",
+    "WindowPolicy",
     "WindowSpec",
     "WindowStore",
     "sample_of",
 ]
 
+log = logging.getLogger(__name__)
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
+_US_PER_S = 1_000_000
 
 ServiceKey = tuple[Layer, str]
 # An event as its window needs it: (event time in microseconds since the Unix
@@ -67,9 +74,21 @@ ServiceKey = tuple[Layer, str]
 # attribute: a validated payload model, or a struct with the same fields.
 Sample = tuple[int, Layer, str, str, Fields]
 # A sample refused as late: (its position in the batch, the index of its
-# window, the watermark in microseconds when it came).
+# earliest window, the watermark in microseconds when it came).
 LateSample = tuple[int, int, int]
-_GroupKey = tuple[int, Layer, str, str]
+# A sample refused by a cap: (its position in the batch, the reason, detail).
+RefusedSample = tuple[int, str, str]
+# Pending samples, by (first window, last window, layer, service, kind).
+_GroupKey = tuple[int, int, Layer, str, str]
+# A metric series within its service: a gauge by name, a counter by name and
+# labels. A counter series remembers its last sample: (time in us, value).
+_SeriesKey = str | tuple[str, tuple[tuple[str, str], ...]]
+_CounterState = tuple[int, float] | None
+
+SERIES_CAP = "series_cap"
+# How many capped services are named in a warning each; beyond that they are
+# only counted, so that the warnings themselves stay bounded.
+_WARN_LIMIT = 1000
 
 
 def sample_of(event: Event) -> Sample:
@@ -87,24 +106,40 @@ def _micros(t: datetime) -> int:
     return (t - EPOCH) // _US
 
 
+def _seconds_to_us(seconds: float) -> int:
+    return timedelta(seconds=seconds) // _US
+
+
 @dataclass(frozen=True, slots=True)
 class WindowSpec:
-    """Tumbling windows of `length_s`, aligned to `align_to`.
+    """Windows of `length_s`, one starting every `slide_s`, from `align_to`.
 
-    Window arithmetic is done in whole microseconds, so that windows aligned
-    to a distant date keep exact boundaries.
+    `slide_s` left out (or equal to `length_s`) makes tumbling windows; a
+    shorter slide makes sliding windows that overlap. A slide longer than
+    the length would leave events in no window, and is refused. Window
+    arithmetic is done in whole microseconds with Python's unbounded
+    integers, so a window index of a billion (0.7 s slides since 2000) is as
+    exact as index 0.
     """
 
     length_s: float = 60.0
     allowed_lateness_s: float = 30.0
     align_to: datetime = EPOCH
+    slide_s: float | None = None
     _length_us: int = field(init=False, repr=False, compare=False, default=0)
+    _slide_us: int = field(init=False, repr=False, compare=False, default=0)
     _align_us: int = field(init=False, repr=False, compare=False, default=0)
     _lateness_us: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self) -> None:
-        if self.length_s <= 0:
-            raise ValueError(f"window length must be positive, got {self.length_s!r}")
+        length, slide = self.length_s, self.slide_s or self.length_s
+        if length <= 0 or round(length * _US_PER_S) < 1:
+            raise ValueError(f"window length must be positive, got {length!r}")
+        if slide <= 0 or round(slide * _US_PER_S) < 1 or slide > length:
+            raise ValueError(
+                f"window slide must be positive and at most the length "
+                f"{length!r}, got {slide!r}"
+            )
         if self.allowed_lateness_s < 0:
             raise ValueError(
                 f"allowed lateness cannot be negative, got {self.allowed_lateness_s!r}"
@@ -112,26 +147,84 @@ class WindowSpec:
         if self.align_to.tzinfo is None:
             raise ValueError(f"align_to must be timezone-aware, got {self.align_to!r}")
         # Computed once: window indexes are computed for every event.
-        object.__setattr__(self, "_length_us", round(self.length_s * 1_000_000))
+        object.__setattr__(self, "_length_us", round(length * _US_PER_S))
+        object.__setattr__(self, "_slide_us", round(slide * _US_PER_S))
         object.__setattr__(self, "_align_us", _micros(self.align_to))
-        lateness = timedelta(seconds=self.allowed_lateness_s) // _US
+        lateness = _seconds_to_us(self.allowed_lateness_s)
         object.__setattr__(self, "_lateness_us", lateness)
 
+    @property
+    def tumbling(self) -> bool:
+        return self._slide_us == self._length_us
+
     def index(self, t: datetime) -> int:
-        return ((t - self.align_to) // _US) // self._length_us
+        """The index of the last window that starts at or before `t`."""
+        return ((t - self.align_to) // _US) // self._slide_us
 
     def index_us(self, t_us: int) -> int:
-        """The index of the window holding `t_us` microseconds after the epoch."""
-        return (t_us - self._align_us) // self._length_us
+        """`index` of `t_us` microseconds after the epoch."""
+        return (t_us - self._align_us) // self._slide_us
+
+    def first_index_us(self, t_us: int) -> int:
+        """The index of the first window that holds `t_us`."""
+        return (t_us - self._align_us - self._length_us) // self._slide_us + 1
+
+    def indexes(self, t: datetime) -> range:
+        """The indexes of every window that holds `t`, earliest first."""
+        t_us = _micros(t)
+        return range(self.first_index_us(t_us), self.index_us(t_us) + 1)
+
+    def last_closed(self, watermark_us: int) -> int:
+        """The index of the last window that ends at or before the watermark."""
+        return (watermark_us - self._align_us - self._length_us) // self._slide_us
 
     def start(self, index: int) -> datetime:
-        return self.align_to + timedelta(microseconds=index * self._length_us)
+        return self.align_to + timedelta(microseconds=index * self._slide_us)
 
     def end(self, index: int) -> datetime:
-        return self.start(index + 1)
+        return self.start(index) + timedelta(microseconds=self._length_us)
 
     def end_us(self, index: int) -> int:
-        return self._align_us + (index + 1) * self._length_us
+        return self._align_us + index * self._slide_us + self._length_us
+
+
+@dataclass(frozen=True, slots=True)
+class WindowPolicy:
+    """What closes and marks windows besides the watermark, and the caps.
+
+    - `idle_timeout_s`: once a shard's latest event time has not advanced
+      for this long in processing time, its event time is taken to go on
+      with processing time from the last advance, so that its open windows
+      close (marked `closed_by="idle_timeout"`) instead of waiting forever
+      for an event that may never come. None: windows wait for events.
+    - `backfill_after_s`: a window that ends longer than this before its
+      reference time when it closes is marked `backfill`: its KPIs are
+      scored and learned but page nobody. The reference is processing time
+      (`backfill_clock="processing"`) or the latest Kafka receive time the
+      shard has seen (`"receive"`, for replays that keep the original
+      timestamps). None: no window is marked.
+    - `max_services`: distinct (layer, service) one shard keeps; an event of
+      a further service is refused with reason `series_cap`.
+    - `max_series_per_service`: distinct metric series (a gauge by name, a
+      counter by name and labels) one service keeps; a sample of a further
+      series is refused with reason `series_cap`.
+    """
+
+    idle_timeout_s: float | None = None
+    backfill_after_s: float | None = None
+    backfill_clock: Literal["processing", "receive"] = "processing"
+    max_services: int | None = None
+    max_series_per_service: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("idle_timeout_s", "backfill_after_s"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} cannot be negative, got {value!r}")
+        for name in ("max_services", "max_series_per_service"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value!r}")
 
 
 @dataclass(slots=True)
@@ -151,29 +244,52 @@ class Late:
     watermark: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """An event refused by a cap of the window policy, with the reason."""
+
+    event: Event
+    reason: str
+    detail: str
+
+
 @dataclass
 class WindowStore:
     """Open windows, watermark and series memory of one shard.
 
     `forget_after` bounds memory: a (layer, service) that has sent nothing for
-    that many windows stops getting `no_data` records and is forgotten.
+    that many windows stops getting `no_data` records and is forgotten, with
+    its metric series. `now_us` (processing time) and `received_us` (the
+    latest Kafka receive time) are set by the caller as it feeds the store;
+    they only mark windows and measure idleness, never place an event.
     """
 
     spec: WindowSpec = field(default_factory=WindowSpec)
     registry: KpiRegistry = field(default_factory=lambda: DEFAULT_REGISTRY)
     metric_kpis: MetricKpis = field(default_factory=MetricKpis)
     forget_after: int = 60
+    policy: WindowPolicy = field(default_factory=WindowPolicy)
     next_to_close: int | None = None
+    now_us: int | None = None
+    received_us: int | None = None
+    # Samples the caps refused in the last `add_samples` call.
+    refused: list[RefusedSample] = field(default_factory=list)
     _max_us: int | None = None
+    # Processing time at which `_max_us` last advanced.
+    _advanced_at_us: int | None = None
     _open: dict[int, dict[ServiceKey, Aggregate]] = field(default_factory=dict)
     _known: dict[ServiceKey, _Known] = field(default_factory=dict)
-    _counters: dict[tuple[object, ...], tuple[int, float]] = field(default_factory=dict)
+    # Admitted services and their metric series (counters with their state).
+    _series: dict[ServiceKey, dict[_SeriesKey, _CounterState]] = field(
+        default_factory=dict
+    )
+    _warned: set[ServiceKey] = field(default_factory=set)
     _ready: list[KpiRecord] = field(default_factory=list)
     # The event time from which the watermark passes the next window to close.
     _close_at_us: int = 0
     _closed_any: bool = False
-    # Samples not yet in their aggregate, by (window, layer, service, kind).
-    _pending: dict[_GroupKey, tuple[Aggregate, list[Fields]]] = field(
+    # Samples not yet in their aggregates.
+    _pending: dict[_GroupKey, tuple[list[Aggregate], list[Fields]]] = field(
         default_factory=dict
     )
 
@@ -182,10 +298,12 @@ class WindowStore:
         self._flush()
         return {
             "max_event_us": self._max_us,
+            "advanced_at_us": self._advanced_at_us,
+            "received_us": self.received_us,
             "next_to_close": self.next_to_close,
             "open": self._open,
             "known": self._known,
-            "counters": self._counters,
+            "series": self._series,
             "ready": self._ready,
             "close_at_us": self._close_at_us,
             "closed_any": self._closed_any,
@@ -194,10 +312,12 @@ class WindowStore:
     def restore(self, state: dict[str, object]) -> None:
         """Take back what `state` returned, into a store built from config."""
         self._max_us = _restored_micros(state, "max_event_us", "max_event_time")
+        self._advanced_at_us = state.get("advanced_at_us")  # type: ignore[assignment]
+        self.received_us = state.get("received_us")  # type: ignore[assignment]
         self.next_to_close = state["next_to_close"]  # type: ignore[assignment]
         self._open = state["open"]  # type: ignore[assignment]
         self._known = state["known"]  # type: ignore[assignment]
-        self._counters = state["counters"]  # type: ignore[assignment]
+        self._series = _restored_series(state, self._open, self._known)
         self._ready = state["ready"]  # type: ignore[assignment]
         self._close_at_us = _restored_micros(state, "close_at_us", "close_at") or 0
         self._closed_any = state["closed_any"]  # type: ignore[assignment]
@@ -214,50 +334,63 @@ class WindowStore:
             return None
         return EPOCH + timedelta(microseconds=self._max_us - self.spec._lateness_us)
 
-    def add(self, event: Event) -> Late | None:
-        """Add one event to its window; return it as late if that has closed."""
-        refused = self.add_samples([sample_of(event)])
-        if not refused:
+    def add(self, event: Event) -> Late | Refused | None:
+        """Add one event to its windows; return it if late or refused."""
+        late = self.add_samples([sample_of(event)])
+        if self.refused:
+            _, reason, detail = self.refused[0]
+            return Refused(event, reason, detail)
+        if not late:
             return None
-        _, index, watermark_us = refused[0]
+        _, index, watermark_us = late[0]
         watermark = EPOCH + timedelta(microseconds=watermark_us)
         return Late(event, self.spec.start(index), watermark)
 
     def add_samples(self, samples: Iterable[Sample]) -> list[LateSample]:
         """Add samples in order; return those refused as late.
 
-        This loop runs once per event, so it keeps the watermark's state in
-        local names (written back before anything else reads it) and does
-        only dictionary work; aggregation waits for the end of the batch.
+        Samples refused by a cap are left in `refused`. This loop runs once
+        per event, so it keeps the watermark's state in local names
+        (written back before anything else reads it) and does only
+        dictionary work; aggregation waits for the end of the batch.
         """
         late: list[LateSample] = []
-        align, length = self.spec._align_us, self.spec._length_us
-        lateness = self.spec._lateness_us
+        self.refused = []
+        spec = self.spec
+        align, slide, length = spec._align_us, spec._slide_us, spec._length_us
+        span = length - slide
+        lateness = spec._lateness_us
         pending = self._pending
         first, max_us, close_at = self.next_to_close, self._max_us, self._close_at_us
+        advanced = max_us
         try:
             for position, (t_us, layer, service, kind, fields) in enumerate(samples):
-                index = (t_us - align) // length
-                if first is None or (index < first and not self._closed_any):
+                last = (t_us - align) // slide
+                low = last if not span else (t_us - align - length) // slide + 1
+                if first is None or (low < first and not self._closed_any):
                     # Before any window has closed, an earlier event only
                     # moves the first window back.
-                    first = index
-                elif index < first:
+                    first = low
+                elif low < first:
                     assert max_us is not None
-                    late.append((position, index, max_us - lateness))
-                    continue
+                    late.append((position, low, max_us - lateness))
+                    # A sliding window may still hold it: it counts there.
+                    if last < first:
+                        continue
+                    low = first
 
-                if kind == "metric_sample" and fields.type == "counter":
-                    agg = self._aggregate(index, layer, service)
-                    self._add_counter(agg, t_us, layer, service, fields)
+                if kind == "metric_sample":
+                    if not self._metric(position, low, last, t_us, layer, service, fields):
+                        continue
                 else:
-                    key = (index, layer, service, kind)
+                    key = (low, last, layer, service, kind)
                     entry = pending.get(key)
-                    if entry is None:
-                        agg = self._aggregate(index, layer, service)
-                        pending[key] = (agg, [fields])
-                    else:
+                    if entry is not None:
                         entry[1].append(fields)
+                    elif self._admit(position, layer, service):
+                        pending[key] = (self._aggregates(low, last, layer, service), [fields])
+                    else:
+                        continue
 
                 if max_us is None or t_us > max_us:
                     max_us = t_us
@@ -269,6 +402,8 @@ class WindowStore:
                         first, close_at = self.next_to_close, self._close_at_us
         finally:
             self.next_to_close, self._max_us = first, max_us
+            if max_us != advanced:
+                self._advanced_at_us = self.now_us
         self._flush()
         return late
 
@@ -282,8 +417,54 @@ class WindowStore:
         """Close every open window: the input has ended."""
         ready = self.close_ready()
         if self._open:
-            ready.extend(self._close_through(max(self._open)))
+            last = max(self._open)
+            ready.extend(self._close_through(last, "end_of_input"))
         return ready
+
+    def idle_deadline_us(self) -> int | None:
+        """The processing time at which the idle timeout closes a window.
+
+        None when there is no timeout, nothing to close, or no processing
+        time was ever given with the events.
+        """
+        timeout = self.policy.idle_timeout_s
+        if timeout is None or self._max_us is None or self.next_to_close is None:
+            return None
+        if self._advanced_at_us is None or not (self._open or self._known):
+            return None
+        # Event time is taken to go on with processing time: the next window
+        # closes once as much time has passed as its end is ahead of the
+        # watermark, and never before the timeout.
+        ahead = self.spec.end_us(self.next_to_close) - self._max_us
+        ahead += self.spec._lateness_us
+        return self._advanced_at_us + max(_seconds_to_us(timeout), ahead)
+
+    def close_idle(self, now_us: int) -> list[KpiRecord]:
+        """Close what processing time has closed on a shard that went idle."""
+        deadline = self.idle_deadline_us()
+        if deadline is None or now_us < deadline:
+            return []
+        assert self._max_us is not None and self._advanced_at_us is not None
+        self.now_us = now_us
+        self._flush()
+        elapsed = now_us - self._advanced_at_us
+        watermark_us = self._max_us - self.spec._lateness_us + elapsed
+        last = self.spec.last_closed(watermark_us)
+        closed = list(self._close_through(last, "idle_timeout"))
+        assert self.next_to_close is not None
+        self._close_at_us = self.spec.end_us(self.next_to_close) + (
+            self.spec._lateness_us
+        )
+        return closed
+
+    # -- placing samples ------------------------------------------------------
+
+    def _aggregates(
+        self, low: int, last: int, layer: Layer, service: str
+    ) -> list[Aggregate]:
+        if low == last:
+            return [self._aggregate(last, layer, service)]
+        return [self._aggregate(i, layer, service) for i in range(low, last + 1)]
 
     def _aggregate(self, index: int, layer: Layer, service: str) -> Aggregate:
         # Made on first sight, so services keep the order they first came in.
@@ -295,23 +476,103 @@ class WindowStore:
             agg = windows[(layer, service)] = Aggregate()
         return agg
 
+    def _admit(self, position: int, layer: Layer, service: str) -> bool:
+        """Whether the service is kept; a service beyond the cap is refused."""
+        key = (layer, service)
+        if key in self._series:
+            return True
+        cap = self.policy.max_services
+        if cap is None or len(self._series) < cap:
+            self._series[key] = {}
+            return True
+        detail = (
+            f"service {service!r} ({layer.value}) is beyond window.max_services="
+            f"{cap} of this shard; raise the cap if the services are real"
+        )
+        self._refuse(position, key, detail)
+        return False
+
+    def _metric(
+        self,
+        position: int,
+        low: int,
+        last: int,
+        t_us: int,
+        layer: Layer,
+        service: str,
+        fields: Fields,
+    ) -> bool:
+        """Place one metric sample; False if a cap refused it."""
+        if not self._admit(position, layer, service):
+            return False
+        series = self._series[(layer, service)]
+        counter = fields.type == "counter"
+        key: _SeriesKey = fields.name
+        if counter:
+            key = (fields.name, tuple(sorted(fields.labels.items())))
+        if key not in series:
+            cap = self.policy.max_series_per_service
+            if cap is not None and len(series) >= cap:
+                detail = (
+                    f"metric series {key!r} of {service!r} is beyond "
+                    f"window.max_series_per_service={cap}; drop the labels "
+                    "that make a series per request, or raise the cap"
+                )
+                self._refuse(position, (layer, service), detail)
+                return False
+            series[key] = None
+
+        if counter:
+            aggs = self._aggregates(low, last, layer, service)
+            self._add_counter(aggs, series, key, t_us, fields)
+            return True
+        group = (low, last, layer, service, "metric_sample")
+        entry = self._pending.get(group)
+        if entry is None:
+            aggs = self._aggregates(low, last, layer, service)
+            self._pending[group] = (aggs, [fields])
+        else:
+            entry[1].append(fields)
+        return True
+
+    def _refuse(self, position: int, key: ServiceKey, detail: str) -> None:
+        self.refused.append((position, SERIES_CAP, detail))
+        if key in self._warned:
+            return
+        if len(self._warned) < _WARN_LIMIT:
+            self._warned.add(key)
+            log.warning("events refused reason=%s %s", SERIES_CAP, detail)
+        elif len(self._warned) == _WARN_LIMIT:
+            self._warned.add(key)
+            log.warning(
+                "events refused reason=%s for more than %s services; further "
+                "services are counted as dead letters without a warning each",
+                SERIES_CAP,
+                _WARN_LIMIT,
+            )
+
     def _flush(self) -> None:
-        for (_, _, _, kind), (agg, fields) in self._pending.items():
-            observe_many(agg, kind, fields)
+        for (_, _, _, _, kind), (aggs, fields) in self._pending.items():
+            for agg in aggs:
+                observe_many(agg, kind, fields)
         self._pending.clear()
+
+    # -- closing windows ------------------------------------------------------
 
     def _close_passed(self) -> list[KpiRecord]:
         if self._max_us is None or self.next_to_close is None:
             return []
         self._flush()
         watermark_us = self._max_us - self.spec._lateness_us
-        closed = list(self._close_through(self.spec.index_us(watermark_us) - 1))
+        closed = list(self._close_through(self.spec.last_closed(watermark_us)))
         self._close_at_us = self.spec.end_us(self.next_to_close) + (
             self.spec._lateness_us
         )
         return closed
 
-    def _close_through(self, last: int) -> Iterator[KpiRecord]:
+    def _close_through(
+        self, last: int, closed_by: ClosedBy = "watermark"
+    ) -> Iterator[KpiRecord]:
         assert self.next_to_close is not None
         self._flush()
         while self.next_to_close <= last:
@@ -323,7 +584,7 @@ class WindowStore:
                 # Nothing is open before the next open window: jump over the
                 # empty stretch once series memory has expired.
                 index = self._skip_empty(index, last)
-            yield from self._close(index)
+            yield from self._close(index, closed_by)
             self.next_to_close = index + 1
             self._closed_any = True
 
@@ -334,48 +595,55 @@ class WindowStore:
             return min(next_open, last)
         return index
 
-    def _close(self, index: int) -> Iterator[KpiRecord]:
+    def _close(self, index: int, closed_by: ClosedBy) -> Iterator[KpiRecord]:
         windows = self._open.pop(index, {})
-        start, end = self.spec.start(index), self.spec.end(index)
+        mark = _Mark(
+            self.spec.start(index),
+            self.spec.end(index),
+            closed_by,
+            self._is_backfill(self.spec.end_us(index)),
+        )
         for key, agg in windows.items():
             known = self._known.get(key)
             if known is None:
                 known = self._known[key] = _Known()
             known.last_index = index
-            yield from self._kpi_records(key, agg, known, start, end)
+            yield from self._kpi_records(key, agg, known, mark)
         for key, known in list(self._known.items()):
             if key in windows:
                 continue
             if index - known.last_index > self.forget_after:
-                del self._known[key]
+                self._forget(key)
                 continue
-            yield from self._no_data(key, known, start, end)
+            yield from self._no_data(key, known, mark)
+
+    def _forget(self, key: ServiceKey) -> None:
+        del self._known[key]
+        # A service with a window still open comes back when it closes.
+        if not any(key in windows for windows in self._open.values()):
+            self._series.pop(key, None)
+
+    def _is_backfill(self, end_us: int) -> bool:
+        after = self.policy.backfill_after_s
+        if after is None:
+            return False
+        receive = self.policy.backfill_clock == "receive"
+        reference = self.received_us if receive else self.now_us
+        return reference is not None and reference - end_us > _seconds_to_us(after)
 
     def _kpi_records(
-        self,
-        key: ServiceKey,
-        agg: Aggregate,
-        known: _Known,
-        start: datetime,
-        end: datetime,
+        self, key: ServiceKey, agg: Aggregate, known: _Known, mark: _Mark
     ) -> Iterator[KpiRecord]:
         window_s = self.spec.length_s
+        rejected = sum(agg.rejected.values())
         # Listed first: the loop adds to `known.kpis`, which the lookup reads.
         for kpi in list(self._kpis_of(agg, known)):
             value = kpi.compute(agg, window_s)
             if value is not None and not math.isfinite(value):
                 value = None
             known.kpis.add(kpi.name)
-            yield _record(
-                key,
-                kpi,
-                start,
-                end,
-                value,
-                "ok" if value is not None else "no_traffic",
-                agg.events,
-                sum(agg.rejected.values()),
-            )
+            state = "ok" if value is not None else "no_traffic"
+            yield mark.record(key, kpi, value, state, agg.events, rejected)
 
     def _kpis_of(self, agg: Aggregate, known: _Known) -> Iterator[Kpi]:
         for kpi in self.registry:
@@ -385,34 +653,77 @@ class WindowStore:
             yield self.metric_kpis.get(name)
 
     def _no_data(
-        self, key: ServiceKey, known: _Known, start: datetime, end: datetime
+        self, key: ServiceKey, known: _Known, mark: _Mark
     ) -> Iterator[KpiRecord]:
         for name in sorted(known.kpis):
             kpi = self.registry.get(name) or self.metric_kpis.get(name)
-            yield _record(key, kpi, start, end, None, "no_data", 0, 0)
+            yield mark.record(key, kpi, None, "no_data", 0, 0)
 
     def _add_counter(
-        self, agg: Aggregate, t_us: int, layer: Layer, service: str, p: Fields
+        self,
+        aggs: list[Aggregate],
+        series: dict[_SeriesKey, _CounterState],
+        key: _SeriesKey,
+        t_us: int,
+        p: Fields,
     ) -> None:
         # A cumulative counter says how much happened since it started; the
         # window gets the increase since the previous sample. The first sample
         # of a series is only a baseline, and a counter that went down was
         # restarted: what it counts now happened since the restart.
-        agg.events += 1
-        agg.kinds.add("metric_sample")
         name = "metric:" + p.name
         value = float(p.value)
+        for agg in aggs:
+            agg.events += 1
+            agg.kinds.add("metric_sample")
+            if not math.isfinite(value) or value < 0:
+                agg.rejected[name] = agg.rejected.get(name, 0) + 1
         if not math.isfinite(value) or value < 0:
-            agg.rejected[name] = agg.rejected.get(name, 0) + 1
             return
-        labels: dict[str, str] = p.labels
-        series = (layer, service, p.name, tuple(sorted(labels.items())))
-        previous = self._counters.get(series)
-        self._counters[series] = (t_us, value)
+        previous = series[key]
+        series[key] = (t_us, value)
         if previous is None:
             return
         increase = value - previous[1] if value >= previous[1] else value
-        agg.sums[name] = agg.sums.get(name, 0.0) + increase
+        for agg in aggs:
+            agg.sums[name] = agg.sums.get(name, 0.0) + increase
+
+
+@dataclass(frozen=True, slots=True)
+class _Mark:
+    """What every record of one closing window shares."""
+
+    start: datetime
+    end: datetime
+    closed_by: ClosedBy
+    backfill: bool
+
+    def record(
+        self,
+        key: ServiceKey,
+        kpi: Kpi,
+        value: float | None,
+        state: str,
+        events: int,
+        rejected: int,
+    ) -> KpiRecord:
+        return KpiRecord.model_construct(
+            schema_version=1,
+            layer=key[0],
+            service=key[1],
+            kpi=kpi.name,
+            dimension=kpi.dimension,
+            direction=kpi.direction,
+            unit=kpi.unit,
+            window_start=self.start,
+            window_end=self.end,
+            value=value,
+            state=state,
+            events=events,
+            rejected_values=rejected,
+            closed_by=self.closed_by,
+            backfill=self.backfill,
+        )
 
 
 def _restored_micros(state: dict[str, object], key: str, older: str) -> int | None:
@@ -423,28 +734,23 @@ def _restored_micros(state: dict[str, object], key: str, older: str) -> int | No
     return None if value is None else _micros(value)  # type: ignore[arg-type]
 
 
-def _record(
-    key: ServiceKey,
-    kpi: Kpi,
-    start: datetime,
-    end: datetime,
-    value: float | None,
-    state: str,
-    events: int,
-    rejected: int,
-) -> KpiRecord:
-    return KpiRecord.model_construct(
-        schema_version=1,
-        layer=key[0],
-        service=key[1],
-        kpi=kpi.name,
-        dimension=kpi.dimension,
-        direction=kpi.direction,
-        unit=kpi.unit,
-        window_start=start,
-        window_end=end,
-        value=value,
-        state=state,
-        events=events,
-        rejected_values=rejected,
-    )
+def _restored_series(
+    state: dict[str, object],
+    open_windows: dict[int, dict[ServiceKey, Aggregate]],
+    known: dict[ServiceKey, _Known],
+) -> dict[ServiceKey, dict[_SeriesKey, _CounterState]]:
+    if "series" in state:
+        return state["series"]  # type: ignore[return-value]
+    # Snapshots taken before the caps kept counters by (layer, service, name,
+    # labels) and no list of services: both are rebuilt from what they hold.
+    series: dict[ServiceKey, dict[_SeriesKey, _CounterState]] = {}
+    for windows in open_windows.values():
+        for key in windows:
+            series.setdefault(key, {})
+    for key in known:
+        series.setdefault(key, {})
+    counters: dict[tuple[Layer, str, str, tuple[tuple[str, str], ...]], tuple[int, float]]
+    counters = state.get("counters", {})  # type: ignore[assignment]
+    for (layer, service, name, labels), last in counters.items():
+        series.setdefault((layer, service), {})[(name, labels)] = last
+    return series

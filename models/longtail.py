@@ -1,11 +1,16 @@
 """A detector that judges each value against short and long memory.
 
-Up to three views of the series each give an empirical tail probability, so
-no scale or distribution is assumed:
+Views of the series each give an empirical tail probability, so no scale or
+distribution is assumed:
 
 - *jump*: how rare the value's residual is against a slow exponentially
   weighted forecast; it catches spikes, dips and breaks inside the usual
-  range;
+  range. Its upper tail beyond the highest residual seen may decay as a power
+  law (`heavy_tail`), as volumes and latencies do;
+- *held*: how far every one of the last `sustain` values stayed above (or
+  below) the forecast, against how far runs of that length usually stay; it
+  catches a dip or a surge that lasts a few values although no single value
+  is extreme, while one lone spike moves it not at all;
 - *routine*: how rare its residual is against the nearest value seen at about
   the same local time of day on the last `routine_days` days; it catches a
   broken daily routine (a batch that did not run, a peak that did not come);
@@ -18,14 +23,24 @@ block maxima (and minima) of the last `blocks * block` values, which remember
 weeks of a series in a few kilobytes. A value counts as rare only when it is
 rare in both, so a spike as high as one a week ago is not news, while one
 never seen in the last `window` values still may be. The rarest view gives
-the surprise `d` in decades (`-log10 p`), mapped to `1 - 2^(-d / 3)`: 0.5
-means a one-in-a-thousand value for this series.
+the surprise `d` in decades (`-log10 p`).
+
+A surprise is then held to at most `novelty_margin` decades above how new
+its step is: the jump view's surprise in whole decades is a symbol, and a
+table of how often each symbol followed the previous one gives the step's
+novelty (`models._context`). A series that spikes every other day has seen
+"quiet, then three decades up" many times, so such a spike is capped, while
+a first dip after a spike, or a spike two decades higher than usual, is not.
+The result is mapped to `1 - 2^(-d / 3)`: 0.5 means a one-in-a-thousand
+value for this series.
 
 A score that does not exceed the highest of the last `refractory` scores is
 damped, so one incident yields one detection rather than a run of them. Values
 judged anomalous are learned clipped to the edge of what was seen, so one
 absurd value cannot drag the baseline while a lasting level shift is still
-learned step by step.
+learned step by step; values the routine view explains (a surprise below
+`explain` decades there) are learned as they are, so a daily spike becomes
+ordinary in every view.
 """
 
 from __future__ import annotations
@@ -55,7 +70,9 @@ class LongTailConfig:
     `memory` is "both" (rare in the short window and in the block maxima),
     "short" or "long" (one of them only), for ablation. `routine_days` days
     of `slot_seconds`-long slots are kept for the routine view, in local time
-    of `timezone`.
+    of `timezone`. Each of `explain`, `sustain`, `novelty_margin` and
+    `heavy_tail` turns its part off at 0 (or false), which gives the
+    detector as it was before those parts.
     """
 
     window: int = 500
@@ -74,27 +91,38 @@ class LongTailConfig:
     refractory: int = 150
     damp: float = 0.1
     half_score_decades: float = 3.0
-    smooth: int = 0
-    sustain: int = 0
-    novelty_margin: float = 0.0
+    explain: float = 1.0
+    sustain: int = 3
+    novelty_margin: float = 2.0
     novelty_cap: int = 4
-    novelty_order: int = 1
-    refractory_s: float = 0.0
-    explain_reach: int = 1
-    hill: bool = False
-    hill_low: bool = False
-    hill_views: str = "jump"
-    explain_veto: float = 0.0
-    explain: float = 0.0
-    veto: float = 0.0
+    heavy_tail: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class _Judgement:
+    """What judging one value found, kept for learning that value.
+
+    `decades` is the surprise after the novelty cap, `uncapped` before it
+    (anomalies are learned clipped by that one), `routine` the routine
+    view's own surprise (infinite when it had no say) and `step` the jump
+    view's surprise as a symbol for the transition table.
+    """
+
+    decades: float
+    uncapped: float
+    routine: float
+    step: int
+
+
+_QUIET = _Judgement(0.0, 0.0, math.inf, 0)
 
 
 class _View:
     """Short and long memory of one derived series."""
 
-    def __init__(self, c: LongTailConfig) -> None:
-        self.short = SlidingTail(c.window)
-        self.long = BlockTail(c.block, c.blocks)
+    def __init__(self, c: LongTailConfig, heavy_upper: bool = False) -> None:
+        self.short = SlidingTail(c.window, heavy_upper)
+        self.long = BlockTail(c.block, c.blocks, heavy_upper)
 
     def decades(self, v: float, floor: float, memory: str) -> tuple[float, float]:
         """Upper and lower surprise of `v`, in decades."""
@@ -119,11 +147,12 @@ class _View:
 
 
 class LongTailDetector:
-    """Level, jump and routine views against short and long memory.
+    """Jump, held, routine and level views against short and long memory.
 
-    Per-series state with the defaults is about 32 KB pickled once every
+    Per-series state with the defaults is about 46 KB pickled once every
     window is full: short windows of 500 and block windows of 200 32-bit
-    floats per view, and seven days of five-minute slots (8 KB).
+    floats per view, seven days of five-minute slots (8 KB) and a table of
+    81 16-bit step counts.
     """
 
     name = "longtail"
@@ -136,28 +165,21 @@ class LongTailDetector:
         if c.memory not in ("both", "short", "long"):
             raise ValueError(f"memory must be both, short or long, got {c.memory!r}")
         self._level = _View(c)
-        self._jump = _View(c)
+        self._jump = _View(c, heavy_upper=c.heavy_tail)
         self._routine = _View(c)
-        self._smooth = _View(c)
+        # Runs of `sustain` residuals: their lowest (how far all stayed
+        # above the forecast) and their highest (how far all stayed below).
+        self._held_up = _View(c)
+        self._held_down = _View(c)
         self._residuals: list[float] = []
-        self._sus_hi = _View(c)
-        self._sus_lo = _View(c)
-        self._routine_d = math.inf
-        for name in c.hill_views.split("+"):
-            view = getattr(self, "_" + name)
-            view.short.hill = view.long._maxima.hill = c.hill
-            view.short.hill_low = view.long._minima.hill = c.hill_low
-        self._novelty = TransitionNovelty(c.novelty_cap, c.novelty_order)
-        self._jump_level = 0
-        self._uncapped = 0.0
+        self._steps = TransitionNovelty(c.novelty_cap, order=1)
         self._days = SeasonalMemory(c.slot_seconds, c.routine_days, c.timezone)
         self._forecast: float | None = None
         self._recent_scores: list[float] = []
-        self._recent_times: list[float] = []
         self._seen = 0
-        # (x, t, surprise, undamped score) of the last scored value, so that
+        # (x, t, judgement, undamped score) of the last scored value, so that
         # learning the same value does not judge it twice.
-        self._last: tuple[float, datetime, float, float] | None = None
+        self._last: tuple[float, datetime, _Judgement, float] | None = None
         self._residual_of: tuple[float, datetime] | None = None
         self._residual: float | None = None
 
@@ -170,28 +192,26 @@ class LongTailDetector:
         if self._state() == "warming_up":
             return Score(self._warmup_rule(x), expected, side, "warming_up")
 
-        d = self._surprise(x, t)
-        value = self._calibrate(d)
-        self._last = (x, t, d, value)
+        judgement = self._judge(x, t)
+        value = self._calibrate(judgement.decades)
+        self._last = (x, t, judgement, value)
         return Score(self._damped(value), expected, side, "ready")
 
     def learn_one(self, x: float, t: datetime) -> None:
         """Learn `x` at `t`; non-finite values are ignored."""
         if not math.isfinite(x):
             return
-        d, value = self._judged(x, t)
+        judgement, value = self._judged(x, t)
         c = self.config
         if self._state() == "ready" and c.refractory:
             self._recent_scores.append(value)
             del self._recent_scores[: -c.refractory]
-            if c.refractory_s > 0:
-                self._recent_times.append(t.timestamp())
-                del self._recent_times[: -c.refractory]
-        explained = self._routine_d < c.explain
         if c.novelty_margin > 0:
-            self._novelty.add(self._jump_level if self._state() == "ready" else 0)
-        raw = self._uncapped if self._state() == "ready" else 0.0
-        self._learn_value(x, t, clip=raw >= c.gate_decades and not explained)
+            self._steps.add(judgement.step)
+
+        explained = judgement.routine < c.explain
+        clip = judgement.uncapped >= c.gate_decades and not explained
+        self._learn_value(x, t, clip)
 
     # judging ---------------------------------------------------------------
 
@@ -215,63 +235,55 @@ class LongTailDetector:
         down = (low - x) / unit * 2.0 if self.direction != "up" else 0.0
         return min(1.0, max(0.0, up, down))
 
-    def _surprise(self, x: float, t: datetime) -> float:
+    def _judge(self, x: float, t: datetime) -> _Judgement:
         """The largest surprise of the views, on the side(s) that matter."""
         c = self.config
         floor = self._floor()
-        views: list[tuple[_View, float]] = []
-        if c.level:
-            views.append((self._level, x))
-        if c.jump and self._forecast is not None:
-            views.append((self._jump, x - self._forecast))
-        if c.smooth > 1 and self._forecast is not None and len(self._smooth.short) >= c.warmup:
-            views.append((self._smooth, self._smoothed(x - self._forecast)))
-        if c.sustain > 1 and self._forecast is not None and len(self._sus_hi.short) >= c.warmup:
-            hi, lo = self._sustained(x - self._forecast)
-            views.append((self._sus_hi, hi))
-            views.append((self._sus_lo, lo))
-        residual = self._routine_residual(x, t)
-        if residual is not None and len(self._routine.short) >= c.warmup:
-            views.append((self._routine, residual))
+        routine = math.inf
+        step = 0
         up = down = 0.0
-        self._routine_d = math.inf
-        self._jump_level = 0
-        for view, v in views:
+        for view, v, sides in self._views(x, t):
             u, d = view.decades(v, floor, c.memory)
-            if view is self._sus_hi:
-                d = 0.0
-            elif view is self._sus_lo:
-                u = 0.0
+            u, d = u * (sides != "down"), d * (sides != "up")
             up, down = max(up, u), max(down, d)
             if view is self._routine:
-                self._routine_d = max(u, d)
-            if view is self._jump:
-                self._jump_level = self._novelty.level(u, d)
-        out = max(
+                routine = max(u, d)
+            elif view is self._jump:
+                step = self._steps.level(u, d)
+
+        surprise = max(
             up if self.direction != "down" else 0.0,
             down if self.direction != "up" else 0.0,
         )
-        if c.veto > 0:
-            out = min(out, self._routine_d + c.veto)
-        if (c.explain_reach > 1 or c.explain_veto > 0) and out >= 2.0 and self._routine_d < math.inf:
-            wide = self._days.residual(x, t, c.explain_reach)
-            if wide is not None:
-                wd = max(self._routine.decades(wide, floor, c.memory))
-                self._routine_d = min(self._routine_d, wd)
-                if c.explain_veto > 0:
-                    out = min(out, wd + c.explain_veto)
-        self._uncapped = out
+        capped = surprise
         if c.novelty_margin > 0:
-            out = min(out, self._novelty.decades(self._jump_level) + c.novelty_margin)
-        return out
+            capped = min(surprise, self._steps.decades(step) + c.novelty_margin)
+        return _Judgement(capped, surprise, routine, step)
 
-    def _sustained(self, r: float) -> tuple[float, float]:
-        recent = self._residuals[-(self.config.sustain - 1):] + [r]
-        return min(recent), max(recent)
+    def _views(self, x: float, t: datetime) -> list[tuple[_View, float, str]]:
+        """(view, its value for `x`, the side it judges) of each ready view."""
+        c = self.config
+        views: list[tuple[_View, float, str]] = []
+        if c.level:
+            views.append((self._level, x, "both"))
+        if self._forecast is None:
+            return views
+        r = x - self._forecast
+        if c.jump:
+            views.append((self._jump, r, "both"))
+        if c.sustain > 1 and len(self._held_up.short) >= c.warmup:
+            low, high = self._held(r)
+            views.append((self._held_up, low, "up"))
+            views.append((self._held_down, high, "down"))
+        residual = self._routine_residual(x, t)
+        if residual is not None and len(self._routine.short) >= c.warmup:
+            views.append((self._routine, residual, "both"))
+        return views
 
-    def _smoothed(self, r: float) -> float:
-        recent = self._residuals[-(self.config.smooth - 1):]
-        return (sum(recent) + r) / (len(recent) + 1)
+    def _held(self, r: float) -> tuple[float, float]:
+        """The lowest and highest of the last `sustain` residuals, `r` last."""
+        run = self._residuals[-(self.config.sustain - 1) :]
+        return min([r, *run]), max([r, *run])
 
     def _routine_residual(self, x: float, t: datetime) -> float | None:
         # Scoring and learning ask for the same value in turn; look it up once.
@@ -288,25 +300,18 @@ class LongTailDetector:
 
     def _damped(self, value: float) -> float:
         c = self.config
-        if c.refractory_s > 0 and self._last is not None:
-            now = self._last[1].timestamp()
-            times = self._recent_times
-            recent = [v for v, u in zip(self._recent_scores, times) if now - u <= c.refractory_s]
-            if value <= max(recent, default=0.0):
-                return value * c.damp
-            return value
         if c.refractory and value <= max(self._recent_scores, default=0.0):
             return value * c.damp
         return value
 
-    def _judged(self, x: float, t: datetime) -> tuple[float, float]:
+    def _judged(self, x: float, t: datetime) -> tuple[_Judgement, float]:
         last = self._last
         if last is not None and last[0] == x and last[1] == t:
             return last[2], last[3]
         if self._state() == "warming_up":
-            return 0.0, 0.0
-        d = self._surprise(x, t)
-        return d, self._calibrate(d)
+            return _QUIET, 0.0
+        judgement = self._judge(x, t)
+        return judgement, self._calibrate(judgement.decades)
 
     def _floor(self) -> float:
         # Spreads below a thousandth of the level are treated as that much,
@@ -327,18 +332,20 @@ class LongTailDetector:
             self._forecast = x
         r = x - self._forecast
         self._jump.add(r, floor, clip)
-        if c.smooth > 1:
-            self._smooth.add(self._smoothed(r), floor, clip)
-        if c.sustain > 1:
-            hi, lo = self._sustained(r)
-            self._sus_hi.add(hi, floor, clip)
-            self._sus_lo.add(lo, floor, clip)
-        keep = max(c.smooth, c.sustain) - 1
-        if keep > 0:
-            self._residuals.append(r)
-            del self._residuals[:-keep]
+        self._learn_held(r, floor, clip)
         self._level.add(x, floor, clip)
         self._seen += 1
         if clip:
             r = self._jump.short.clip(r, floor)
         self._forecast += c.forecast_alpha * r
+
+    def _learn_held(self, r: float, floor: float, clip: bool) -> None:
+        # The run keeps raw residuals: a clipped spike would still count.
+        keep = self.config.sustain - 1
+        if keep < 1:
+            return
+        low, high = self._held(r)
+        self._held_up.add(low, floor, clip)
+        self._held_down.add(high, floor, clip)
+        self._residuals.append(r)
+        del self._residuals[:-keep]

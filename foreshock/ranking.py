@@ -1,0 +1,199 @@
+"""Root-cause candidates of an incident or early warning, ranked with reasons.
+
+Ranking, for each candidate service: the strength of its anomalies, how early
+its first one started compared to users' first symptom, and where it sits on
+the call graph. A candidate whose dependencies turned anomalous no later than
+it did is probably a symptom of them and is ranked down. A rise in request
+rate is demand: it is followed up the call graph through callers whose own
+rate rose too, to where it started (a service nobody calls, or callers whose
+rate held but who now call more per request, as after a release). The
+services it started from are credited with it; services that turned
+anomalous once that demand reached them are ranked down as loaded by it.
+A deploy or other change of a candidate shortly before its trouble raises
+it, and is given as the first reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from foreshock.layers import USER_FACING, Layer
+from foreshock.records import Anomaly, Candidate, Change, Evidence
+from foreshock.topology import Topology
+
+__all__ = ["is_symptom", "is_throughput_up", "rank_candidates"]
+
+
+def rank_candidates(
+    topology: Topology,
+    users: set[str],
+    users_hit: datetime,
+    evidence: dict[str, list[Evidence]],
+    changes: list[Change],
+    window: timedelta,
+) -> list[Candidate]:
+    """The five likeliest causes among the services with `evidence`.
+
+    `users` are the user-facing services affected (or at risk), `users_hit`
+    when their trouble started (for a warning: now), `changes` the deploys
+    and other changes in scope, and `window` the window length.
+    """
+    origins = _demand_origins(topology, evidence)
+    passed_on = {s for s, found in origins.items() if s not in found}
+    demand_onset: dict[str, datetime] = {}
+    for rising, found in origins.items():
+        start = min(e.onset for e in evidence[rising] if is_throughput_up(e))
+        for o in found:
+            demand_onset[o] = min(start, demand_onset.get(o, start))
+    senders = set(demand_onset)
+    scored: list[tuple[float, datetime, str, list[str], list[Evidence]]] = []
+    for service in sorted(evidence.keys() | senders):
+        ev = evidence.get(service, [])
+        reasons: list[str] = []
+        own = [e for e in ev if not is_throughput_up(e)]
+        if service in origins and service not in passed_on:
+            own += [e for e in ev if is_throughput_up(e)]
+        sent = sorted(
+            s for s, found in origins.items() if service in found and s != service
+        )
+        induced = [e for s in sent for e in evidence[s] if is_throughput_up(e)]
+        if induced:
+            reasons.append(
+                "the extra requests its callees received started here: "
+                + ", ".join(sent)
+            )
+        cited = own + induced
+        if not cited:
+            continue
+        onset = min(e.onset for e in cited)
+        strength = max(e.score for e in cited) + 0.05 * min(len(cited) - 1, 4)
+        lead = (users_hit - onset).total_seconds()
+        earliness = 1.0 + 0.5 * max(-1.0, min(1.0, lead / 900.0))
+        if lead > 0:
+            reasons.append(f"anomalous {lead / 60:.0f} min before users were affected")
+        # A dependency that turned anomalous once this service's extra
+        # requests reached it is loaded by them, not an explanation.
+        sent_from = demand_onset.get(service)
+        explained_by = [
+            d
+            for d in topology.dependencies(service)
+            if d in evidence
+            and d not in origins
+            and (d_onset := min(e.onset for e in evidence[d])) <= onset
+            and (sent_from is None or d_onset < sent_from)
+        ]
+        loaded_by = sorted(
+            o
+            for o, start in demand_onset.items()
+            if o != service and service in topology.dependencies(o) and start <= onset
+        )
+        graph = 0.6 if explained_by or loaded_by else 1.0
+        if explained_by:
+            reasons.append(
+                "may be explained by its dependencies: "
+                + ", ".join(sorted(explained_by))
+            )
+        elif not loaded_by:
+            reasons.append("no dependency of it was anomalous earlier")
+        if loaded_by:
+            reasons.append(
+                "may be load from the extra requests sent by " + ", ".join(loaded_by)
+            )
+        if service in passed_on:
+            graph *= 0.5
+            reasons.append(
+                "its request rate rose: demand sent by "
+                + ", ".join(sorted(origins[service]))
+            )
+        change = _cause_of(changes, service, onset, window)
+        if change is not None:
+            graph *= 1.25
+            before = (onset - change.time).total_seconds() / 60
+            reasons.insert(
+                0,
+                f"{change.describe()}, {max(before, 0):.0f} min before its trouble",
+            )
+        scored.append((strength * earliness * graph, onset, service, reasons, cited))
+
+    scored.sort(key=lambda t: (-t[0], t[1], t[2]))
+    distances = _distances(topology, users)
+    return [
+        Candidate(
+            service=service,
+            layer=topology.layers.get(service, cited[0].layer),
+            rank=i + 1,
+            score=round(score, 4),
+            onset=onset,
+            distance=distances.get(service),
+            reasons=reasons,
+            evidence=cited,
+        )
+        for i, (score, onset, service, reasons, cited) in enumerate(scored[:5])
+    ]
+
+
+def _demand_origins(
+    topology: Topology, evidence: dict[str, list[Evidence]]
+) -> dict[str, set[str]]:
+    """For each service whose request rate rose, where that demand came from.
+
+    Demand is followed up the call graph through callers whose own request
+    rate rose too. It stops at a service nobody calls (users came, or a
+    client started calling more: the demand starts there) or at callers whose
+    rate stayed put (they call more per request of their own, say after a
+    release: the demand starts with them, not with the service they load).
+    """
+    rising = {s for s, ev in evidence.items() if any(map(is_throughput_up, ev))}
+    origins: dict[str, set[str]] = {}
+
+    def trace(service: str, path: frozenset[str]) -> set[str]:
+        if service in origins:
+            return origins[service]
+        callers = [c for c in topology.callers(service) if c not in path]
+        if not callers:
+            found = {service}
+        else:
+            up = [c for c in callers if c in rising]
+            found = (
+                set().union(*(trace(c, path | {c}) for c in up)) if up else set(callers)
+            )
+        origins[service] = found
+        return found
+
+    for service in sorted(rising):
+        trace(service, frozenset({service}))
+    return {s: origins[s] for s in rising}
+
+
+def _cause_of(
+    changes: list[Change], service: str, onset: datetime, window: timedelta
+) -> Change | None:
+    """The latest change of `service` before its first anomalous window ended."""
+    before = [c for c in changes if c.service == service and c.time < onset + window]
+    return before[-1] if before else None
+
+
+def _distances(topology: Topology, user_services: Iterable[str]) -> dict[str, int]:
+    best: dict[str, int] = {s: 0 for s in user_services}
+    for s in user_services:
+        for d, n in topology.dependencies(s).items():
+            best[d] = min(best.get(d, n), n)
+    return best
+
+
+def is_symptom(e: Anomaly | Evidence) -> bool:
+    # What users feel: availability, errors, speed of a user-facing service.
+    # Its traffic is context: a rise is demand that may cause trouble, a fall
+    # is seen as well by the availability of the synthetic checks.
+    return e.layer in USER_FACING and e.dimension != "throughput"
+
+
+def is_throughput_up(e: Anomaly | Evidence) -> bool:
+    # Network bytes of a container rise with any work; only request rates of
+    # services say that more was asked of them.
+    return (
+        e.dimension == "throughput"
+        and e.direction == "up"
+        and e.layer is not Layer.INFRASTRUCTURE
+    )
