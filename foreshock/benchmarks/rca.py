@@ -15,7 +15,8 @@ incidents alone:
   published no later than `SETTLE_S` after it opened: what an on-call
   engineer sees once the picture settles.
 - A fault is detected by the first incident that opened within
-  [fault time - `BEFORE_S`, fault time + `AFTER_S`] (a case may set its own
+  [fault time - `BEFORE_S`, fault time + `AFTER_S`], or when none did, by
+  the first early warning (a case may set its own
   bounds: a PetShop issue's are its own rows); an incident in the windows of
   several faults counts for the nearest one only.
 - top1 / top3 are the fractions of all faults whose incident ranks the
@@ -484,8 +485,16 @@ def score(
         elif _distance_s(incident.opened_at, faults) > after_s:
             false_incidents += 1
 
+    # The page an on-call engineer works from is the incident: when users
+    # were hit within the fault's window, its incident is what is judged,
+    # else the first early warning.
     detections = [
-        Detection(f, min(claims[i], key=lambda c: c.opened_at) if i in claims else None)
+        Detection(
+            f,
+            min(claims[i], key=lambda c: (c.title == WARNING_TITLE, c.opened_at))
+            if i in claims
+            else None,
+        )
         for i, f in enumerate(faults)
     ]
     return Score(detections, false_incidents)
