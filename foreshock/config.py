@@ -26,8 +26,8 @@ from pydantic_settings import (
 from connectors.otlp import format_for_topic
 from connectors.otlp.settings import OtlpSettings
 from connectors.rum import RumSettings
-from foreshock.decode import CHANGE_FORMAT, format_names
-from foreshock.windows import EPOCH, WindowSpec
+from foreshock.decode import CHANGE_FORMAT, InputLimits, format_names
+from foreshock.windows import EPOCH, WindowPolicy, WindowSpec
 
 if TYPE_CHECKING:
     from connectors.webhook import WebhookConfig
@@ -56,6 +56,9 @@ class KafkaSettings(_Section):
     # Input topic -> format of its records (`foreshock.decode` lists them);
     # a topic not named here carries native events.
     formats: dict[str, str] = Field(default_factory=dict)
+    # A record value larger than this is a dead letter ("too_large") before
+    # any decoder reads it; 0 leaves only the broker's own bound.
+    max_message_bytes: int = Field(default=4_194_304, ge=0)
 
     @model_validator(mode="after")
     def _known_formats(self) -> KafkaSettings:
@@ -103,13 +106,68 @@ class OutputSettings(_Section):
 
 
 class WindowSettings(_Section):
+    """Event-time windows and what guards them; `foreshock.windows` explains.
+
+    `slide_s` left out makes tumbling windows; a shorter slide makes sliding
+    ones. For every bound below, 0 turns it off.
+
+    - `idle_timeout_s`: a shard whose events stopped advancing for this long
+      lets processing time close its windows (`closed_by="idle_timeout"`).
+    - `backfill_after_s`: a window that ends this long before the reference
+      time when it closes is marked `backfill` and pages nobody; the
+      reference is processing time or, with `backfill_clock = "receive"`,
+      the latest Kafka receive time (for replays that keep timestamps).
+      900 (15 minutes) suits production; off by default so that a replay of
+      old data still pages, as demos and tests expect.
+    - `max_clock_ahead_s` / `max_clock_behind_s`: an event this far ahead of
+      (behind) its Kafka receive time is quarantined as clock skew.
+    - `max_services` per shard and `max_series_per_service` (metric names
+      and counter label sets): beyond them, events are dead letters with
+      reason "series_cap".
+    """
+
     length_s: float = Field(default=60.0, gt=0)
+    slide_s: float | None = Field(default=None, gt=0)
     allowed_lateness_s: float = Field(default=30.0, ge=0)
     align_to: datetime = EPOCH
     forget_after_windows: int = Field(default=60, ge=1)
+    idle_timeout_s: float = Field(default=300.0, ge=0)
+    backfill_after_s: float = Field(default=0.0, ge=0)
+    backfill_clock: Literal["processing", "receive"] = "processing"
+    max_clock_ahead_s: float = Field(default=600.0, ge=0)
+    max_clock_behind_s: float = Field(default=0.0, ge=0)
+    max_services: int = Field(default=20_000, ge=0)
+    max_series_per_service: int = Field(default=1_000, ge=0)
+
+    @model_validator(mode="after")
+    def _valid_spec(self) -> WindowSettings:
+        # The spec checks length against slide: reported at load time.
+        try:
+            self.spec()
+        except ValueError as error:
+            raise ValueError(f"window: {error}") from error
+        return self
 
     def spec(self) -> WindowSpec:
-        return WindowSpec(self.length_s, self.allowed_lateness_s, self.align_to)
+        return WindowSpec(
+            self.length_s, self.allowed_lateness_s, self.align_to, self.slide_s
+        )
+
+    def policy(self) -> WindowPolicy:
+        return WindowPolicy(
+            idle_timeout_s=self.idle_timeout_s or None,
+            backfill_after_s=self.backfill_after_s or None,
+            backfill_clock=self.backfill_clock,
+            max_services=self.max_services or None,
+            max_series_per_service=self.max_series_per_service or None,
+        )
+
+    def input_limits(self, max_message_bytes: int) -> InputLimits:
+        return InputLimits(
+            max_message_bytes=max_message_bytes or None,
+            max_ahead_s=self.max_clock_ahead_s or None,
+            max_behind_s=self.max_clock_behind_s or None,
+        )
 
 
 class DetectionSettings(_Section):
@@ -131,6 +189,7 @@ class CorrelationSettings(_Section):
     change_lookback_s: float = Field(default=1800.0, ge=0)
     change_regression_ratio: float = Field(default=1.5, gt=1)
     infer_calls: bool = False
+    settle_windows: int = Field(default=0, ge=0)
 
 
 class AlertmanagerSettings(_Section):

@@ -33,6 +33,9 @@ shows up, so the result does not depend on the order records arrive in.
   rule; they page like any other unless `page_while_warming_up` is off. A
   static objective breached (`Kpi.objective`) is an anomaly whatever the
   detector learned.
+- A backfill window (`KpiRecord.backfill`: old news when it closed, as when
+  a backlog is replayed after downtime) is scored and learned, and its
+  anomalies are published with the mark, but it never pages or warns.
 - The call graph is the configured one, grown by the calls span edge series
   show, and, if `infer_calls` is on, by edges inferred from which services'
   trouble reliably comes first (`foreshock.inference`).
@@ -103,6 +106,10 @@ class CorrelationConfig:
     # Where neither configuration nor traces give the call graph, infer
     # edges from which services' trouble reliably comes first.
     infer_calls: bool = False
+    # How many later windows to wait for before judging one: 0 suits one
+    # process; with several, scores of one window arrive interleaved with
+    # the next, and 1 or 2 keep each window whole.
+    settle_windows: int = 0
 
 
 @dataclass(slots=True)
@@ -215,6 +222,7 @@ class Correlator:
     _run_starts: dict[tuple[Layer, str, str], datetime] = field(default_factory=dict)
     _changes: dict[str, list[Change]] = field(default_factory=dict)
     _window: timedelta = timedelta(minutes=1)
+    _latest: datetime | None = None
     # The detector's expected value of each series at its last window.
     _levels: dict[tuple[Layer, str, str], float] = field(default_factory=dict)
     _checks: list[_ChangeCheck] = field(default_factory=list)
@@ -226,11 +234,18 @@ class Correlator:
     _gaps: dict[str, DataGap] = field(default_factory=dict)
 
     def observe(self, score: KpiScore) -> list[Output]:
-        """Take one scored window; handle every window older than it."""
+        """Take one scored window; handle every window it shows complete.
+
+        A window is complete once a window `settle_windows` later has been
+        seen: with one process, the next one; with several, whose scores
+        interleave, a window or two later.
+        """
         end = score.kpi.window_end
         self._window = end - score.kpi.window_start
         self._pending.setdefault(end, []).append(score)
-        ready = [w for w in self._pending if w < end]
+        self._latest = max(self._latest or end, end)
+        horizon = self._latest - self.config.settle_windows * self._window
+        ready = [w for w in self._pending if w < horizon]
         return [out for w in sorted(ready) for out in self._handle(w)]
 
     def observe_change(self, change: Change) -> None:
@@ -274,6 +289,7 @@ class Correlator:
             key = (s.kpi.layer, s.kpi.service, s.kpi.kpi)
             counts = (
                 s.anomalous
+                and not s.kpi.backfill
                 and (s.detector_state == "ready" or self.config.page_while_warming_up)
                 and self.suppressions.suppressed(*key, s.kpi.window_start) is None
             )

@@ -316,3 +316,29 @@ def test_the_correlator_resumes_from_a_snapshot_mid_incident() -> None:
 
     assert out == expected
     assert [i.status for i in _incidents(out)][-1] == "resolved"
+
+
+def test_settling_keeps_windows_whole_when_processes_interleave() -> None:
+    # Two processes: the one with the db and orders is a window ahead, so
+    # the page load of minute m arrives after their minute m + 1. Waiting one
+    # window more judges every window whole, exactly as in order; without it
+    # the page load's windows are judged apart from theirs.
+    bad = {DB_TIME: (1, 12), ORDERS_LATENCY: (2, 12), PAGE_LOAD: (3, 12)}
+    in_order = _feed(Correlator(SHOP), minutes=18, bad=bad)
+
+    def interleaved(settle: int) -> list[Output]:
+        correlator = Correlator(SHOP, CorrelationConfig(settle_windows=settle))
+        out: list[Output] = []
+        for minute in range(19):
+            for series in (DB_TIME, ORDERS_LATENCY):
+                if minute < 18:
+                    start, until = bad[series]
+                    bad_now = start <= minute < until
+                    out += correlator.observe(_score(minute, series, bad_now))
+            if minute >= 1:
+                m = minute - 1
+                out += correlator.observe(_score(m, PAGE_LOAD, 3 <= m < 12))
+        return out + correlator.flush()
+
+    assert interleaved(settle=1) == in_order
+    assert interleaved(settle=0) != in_order
