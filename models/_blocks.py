@@ -16,8 +16,9 @@ as a power law (see `SlidingTail`).
 from __future__ import annotations
 
 import math
+from array import array
 
-from models._tail import SlidingTail
+from models._tail import SlidingTail, float32_range
 
 __all__ = ["BlockTail"]
 
@@ -26,12 +27,32 @@ _MIN_BLOCKS = 8
 
 
 class BlockTail:
-    """Sliding windows of the maxima and negated minima of recent blocks."""
+    """Rings of the maxima and negated minima of recent blocks.
+
+    Only the rings are kept; a sorted copy is made when a value is judged
+    against them, which happens for the few values already rare in the short
+    window. That saves 1.6 KB a view against keeping both sorted.
+    """
+
+    __slots__ = (
+        "_count",
+        "_heavy_upper",
+        "_high",
+        "_low",
+        "_maxima",
+        "_minima",
+        "_next",
+        "block",
+        "blocks",
+    )
 
     def __init__(self, block: int, blocks: int, heavy_upper: bool = False) -> None:
         self.block = block
-        self._maxima = SlidingTail(blocks, heavy_upper)
-        self._minima = SlidingTail(blocks)
+        self.blocks = blocks
+        self._heavy_upper = heavy_upper
+        self._maxima = array("f")
+        self._minima = array("f")
+        self._next = 0
         self._count = 0
         self._high = -math.inf
         self._low = math.inf
@@ -46,26 +67,36 @@ class BlockTail:
         self._low = min(self._low, x)
         self._count += 1
         if self._count == self.block:
-            self._maxima.add(self._high)
-            self._minima.add(-self._low)
+            self._close(self._high, -self._low)
             self._count = 0
             self._high = -math.inf
             self._low = math.inf
 
+    def _close(self, high: float, negated_low: float) -> None:
+        high, negated_low = float32_range(high), float32_range(negated_low)
+        if len(self._maxima) < self.blocks:
+            self._maxima.append(high)
+            self._minima.append(negated_low)
+            return
+        self._maxima[self._next] = high
+        self._minima[self._next] = negated_low
+        self._next = (self._next + 1) % self.blocks
+
     def upper_decades(self, x: float, floor: float) -> float:
         """-log10 of the per-value probability of a value >= `x`."""
-        return self._decades(self._maxima.upper_decades(x, floor))
+        maxima = SlidingTail.of(self._maxima, self._heavy_upper)
+        return self._decades(maxima.upper_decades(x, floor))
 
     def lower_decades(self, x: float, floor: float) -> float:
         """-log10 of the per-value probability of a value <= `x`."""
-        return self._decades(self._minima.upper_decades(-x, floor))
+        return self._decades(SlidingTail.of(self._minima).upper_decades(-x, floor))
 
     def clip(self, x: float, floor: float) -> float:
         """`x` held to one tail length beyond the highest and lowest blocks."""
         if not self.ready():
             return x
-        high = self._maxima.upper_edge(floor)
-        low = -self._minima.upper_edge(floor)
+        high = SlidingTail.of(self._maxima).upper_edge(floor)
+        low = -SlidingTail.of(self._minima).upper_edge(floor)
         return min(max(x, low), high)
 
     def _decades(self, block_decades: float) -> float:

@@ -31,6 +31,8 @@ _PRIOR = 0.5
 class TransitionNovelty:
     """Counts of level transitions in a fixed-size table of 16-bit counts."""
 
+    __slots__ = ("_context", "_counts", "_levels", "cap", "order")
+
     def __init__(self, cap: int, order: int) -> None:
         if cap < 1 or order < 1:
             raise ValueError(f"cap and order must be >= 1, got {cap!r}, {order!r}")
@@ -38,8 +40,11 @@ class TransitionNovelty:
         self.order = order
         self._levels = 2 * cap + 1
         self._counts = array("H", [0]) * (self._levels ** (order + 1))
-        # The context as one index: the last `order` levels in base `levels`.
+        # The context as one index: the last `order` levels in base `levels`,
+        # starting from a quiet past (level 0 throughout).
         self._context = 0
+        for _ in range(order):
+            self._context = self._context * self._levels + cap
 
     def level(self, up_decades: float, down_decades: float) -> int:
         """The signed whole decades of a surprise, held to `-cap..cap`."""

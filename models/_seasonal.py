@@ -23,6 +23,8 @@ _DAY_SECONDS = 86_400
 class SeasonalMemory:
     """A ring of `days` days of per-slot values, keyed by local day number."""
 
+    __slots__ = ("_day_of_row", "_slots", "_values", "_zone", "days", "slot_seconds")
+
     def __init__(self, slot_seconds: int, days: int, timezone: str) -> None:
         if _DAY_SECONDS % slot_seconds:
             raise ValueError(

@@ -22,7 +22,7 @@ import math
 from array import array
 from bisect import bisect_left, bisect_right, insort
 
-__all__ = ["SlidingTail"]
+__all__ = ["SlidingTail", "float32_range"]
 
 # Fraction of the window taken as "top values" for the tail extension.
 _TOP_SHARE = 0.1
@@ -31,8 +31,15 @@ _TOP_SHARE = 0.1
 _FLOAT32_MAX = 3.0e38
 
 
+def float32_range(x: float) -> float:
+    """`x` held inside the finite range of a 32-bit float."""
+    return min(max(x, -_FLOAT32_MAX), _FLOAT32_MAX)
+
+
 class SlidingTail:
     """Sorted copy and ring of the last `size` values."""
+
+    __slots__ = ("_next", "_ring", "_sorted", "heavy_upper", "size")
 
     def __init__(self, size: int, heavy_upper: bool = False) -> None:
         self.size = size
@@ -41,13 +48,21 @@ class SlidingTail:
         self._sorted = array("f")
         self._next = 0
 
+    @classmethod
+    def of(cls, values: array[float], heavy_upper: bool = False) -> SlidingTail:
+        """A window over `values` as they are, to judge against, not to add to."""
+        tail = cls(len(values), heavy_upper)
+        tail._ring = values
+        tail._sorted = array("f", sorted(values))
+        return tail
+
     def __len__(self) -> int:
         return len(self._ring)
 
     def add(self, x: float) -> None:
         """Put `x` in the window, dropping the oldest value when full."""
         # Round first, so the sorted copy holds exactly what the ring holds.
-        x = array("f", [min(max(x, -_FLOAT32_MAX), _FLOAT32_MAX)])[0]
+        x = array("f", [float32_range(x)])[0]
         if len(self._ring) < self.size:
             self._ring.append(x)
         else:

@@ -46,6 +46,8 @@ ordinary in every view.
 from __future__ import annotations
 
 import math
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -55,7 +57,7 @@ from models._seasonal import SeasonalMemory
 from models._tail import SlidingTail
 from models.base import DetectorState, Score
 
-__all__ = ["LongTailConfig", "LongTailDetector"]
+__all__ = ["LongTailConfig", "LongTailDetector", "held_residual"]
 
 # The warm-up rule needs some history too: twenty values.
 _WARMUP_MIN_SAMPLES = 20
@@ -117,18 +119,39 @@ class _Judgement:
 _QUIET = _Judgement(0.0, 0.0, math.inf, 0)
 
 
-class _View:
-    """Short and long memory of one derived series."""
+def held_residual(run: Sequence[float]) -> float:
+    """How far a run of residuals all stayed on one side of the forecast.
 
-    def __init__(self, c: LongTailConfig, heavy_upper: bool = False) -> None:
+    The smallest of them if all are above it, the largest if all are below,
+    else 0: a lone spike inside the run does not move it, a run that stays
+    out does.
+    """
+    low, high = min(run), max(run)
+    if low > 0.0:
+        return low
+    return high if high < 0.0 else 0.0
+
+
+class _View:
+    """Short and long memory of one derived series.
+
+    A view kept only for its short window's quantiles (the level view when it
+    does not judge) has no long memory, which saves 1.6 KB a series.
+    """
+
+    __slots__ = ("long", "short")
+
+    def __init__(
+        self, c: LongTailConfig, heavy_upper: bool = False, long: bool = True
+    ) -> None:
         self.short = SlidingTail(c.window, heavy_upper)
-        self.long = BlockTail(c.block, c.blocks, heavy_upper)
+        self.long = BlockTail(c.block, c.blocks, heavy_upper) if long else None
 
     def decades(self, v: float, floor: float, memory: str) -> tuple[float, float]:
         """Upper and lower surprise of `v`, in decades."""
         up = self.short.upper_decades(v, floor)
         down = self.short.lower_decades(v, floor)
-        if memory == "short" or not self.long.ready():
+        if memory == "short" or self.long is None or not self.long.ready():
             return up, down
         if memory == "long":
             return self.long.upper_decades(v, floor), self.long.lower_decades(v, floor)
@@ -141,21 +164,42 @@ class _View:
 
     def add(self, v: float, floor: float, clip: bool) -> None:
         if clip:
-            v = self.long.clip(self.short.clip(v, floor), floor)
+            v = self.short.clip(v, floor)
+            v = v if self.long is None else self.long.clip(v, floor)
         self.short.add(v)
-        self.long.add(v)
+        if self.long is not None:
+            self.long.add(v)
 
 
 class LongTailDetector:
     """Jump, held, routine and level views against short and long memory.
 
-    Per-series state with the defaults is about 46 KB pickled once every
-    window is full: short windows of 500 and block windows of 200 32-bit
-    floats per view, seven days of five-minute slots (8 KB) and a table of
+    Per-series state with the defaults is about 32 KB pickled and 37 KB in
+    memory once every window is full: per view a short window of 500 32-bit
+    floats (kept twice, in arrival order and sorted) and rings of 200 block
+    maxima and minima, seven days of five-minute slots (8 KB) and a table of
     81 16-bit step counts.
     """
 
     name = "longtail"
+    # Slots rather than a dict per detector: a flow may hold 100,000 of them.
+    __slots__ = (
+        "_days",
+        "_forecast",
+        "_held",
+        "_jump",
+        "_last",
+        "_level",
+        "_recent_scores",
+        "_residual",
+        "_residual_of",
+        "_residuals",
+        "_routine",
+        "_seen",
+        "_steps",
+        "config",
+        "direction",
+    )
 
     def __init__(
         self, direction: str = "both", config: LongTailConfig | None = None
@@ -164,18 +208,16 @@ class LongTailDetector:
         self.config = c = config or LongTailConfig()
         if c.memory not in ("both", "short", "long"):
             raise ValueError(f"memory must be both, short or long, got {c.memory!r}")
-        self._level = _View(c)
+        self._level = _View(c, long=c.level)
         self._jump = _View(c, heavy_upper=c.heavy_tail)
         self._routine = _View(c)
-        # Runs of `sustain` residuals: their lowest (how far all stayed
-        # above the forecast) and their highest (how far all stayed below).
-        self._held_up = _View(c)
-        self._held_down = _View(c)
+        self._held = _View(c)
         self._residuals: list[float] = []
         self._steps = TransitionNovelty(c.novelty_cap, order=1)
         self._days = SeasonalMemory(c.slot_seconds, c.routine_days, c.timezone)
         self._forecast: float | None = None
-        self._recent_scores: list[float] = []
+        # Doubles in an array: a list of Python floats takes four times more.
+        self._recent_scores = array("d")
         self._seen = 0
         # (x, t, judgement, undamped score) of the last scored value, so that
         # learning the same value does not judge it twice.
@@ -236,54 +278,60 @@ class LongTailDetector:
         return min(1.0, max(0.0, up, down))
 
     def _judge(self, x: float, t: datetime) -> _Judgement:
-        """The largest surprise of the views, on the side(s) that matter."""
+        """The largest surprise of the views, on the side(s) that matter.
+
+        The novelty cap applies to the views that look at the value against
+        its recent past (jump, held, level), whose steps the table counts;
+        the routine view judges against other days and is not capped.
+        """
         c = self.config
         floor = self._floor()
-        routine = math.inf
+        recent = routine = 0.0
+        routine_both = math.inf
         step = 0
-        up = down = 0.0
-        for view, v, sides in self._views(x, t):
-            u, d = view.decades(v, floor, c.memory)
-            u, d = u * (sides != "down"), d * (sides != "up")
-            up, down = max(up, u), max(down, d)
+        for view, v in self._views(x, t):
+            up, down = view.decades(v, floor, c.memory)
             if view is self._routine:
-                routine = max(u, d)
-            elif view is self._jump:
-                step = self._steps.level(u, d)
+                routine, routine_both = self._sided(up, down), max(up, down)
+                continue
+            recent = max(recent, self._sided(up, down))
+            if view is self._jump:
+                step = self._steps.level(up, down)
 
-        surprise = max(
+        capped = recent
+        if c.novelty_margin > 0:
+            capped = min(recent, self._steps.decades(step) + c.novelty_margin)
+        return _Judgement(
+            max(capped, routine), max(recent, routine), routine_both, step
+        )
+
+    def _sided(self, up: float, down: float) -> float:
+        """The surprise on the side(s) of the baseline that matter."""
+        return max(
             up if self.direction != "down" else 0.0,
             down if self.direction != "up" else 0.0,
         )
-        capped = surprise
-        if c.novelty_margin > 0:
-            capped = min(surprise, self._steps.decades(step) + c.novelty_margin)
-        return _Judgement(capped, surprise, routine, step)
 
-    def _views(self, x: float, t: datetime) -> list[tuple[_View, float, str]]:
-        """(view, its value for `x`, the side it judges) of each ready view."""
+    def _views(self, x: float, t: datetime) -> list[tuple[_View, float]]:
+        """(view, its value for `x`) of each view that is ready to judge."""
         c = self.config
-        views: list[tuple[_View, float, str]] = []
+        views: list[tuple[_View, float]] = []
         if c.level:
-            views.append((self._level, x, "both"))
+            views.append((self._level, x))
         if self._forecast is None:
             return views
         r = x - self._forecast
         if c.jump:
-            views.append((self._jump, r, "both"))
-        if c.sustain > 1 and len(self._held_up.short) >= c.warmup:
-            low, high = self._held(r)
-            views.append((self._held_up, low, "up"))
-            views.append((self._held_down, high, "down"))
+            views.append((self._jump, r))
+        if c.sustain > 1 and len(self._held.short) >= c.warmup:
+            views.append((self._held, self._held_residual(r)))
         residual = self._routine_residual(x, t)
         if residual is not None and len(self._routine.short) >= c.warmup:
-            views.append((self._routine, residual, "both"))
+            views.append((self._routine, residual))
         return views
 
-    def _held(self, r: float) -> tuple[float, float]:
-        """The lowest and highest of the last `sustain` residuals, `r` last."""
-        run = self._residuals[-(self.config.sustain - 1) :]
-        return min([r, *run]), max([r, *run])
+    def _held_residual(self, r: float) -> float:
+        return held_residual([*self._residuals[-(self.config.sustain - 1) :], r])
 
     def _routine_residual(self, x: float, t: datetime) -> float | None:
         # Scoring and learning ask for the same value in turn; look it up once.
@@ -340,12 +388,10 @@ class LongTailDetector:
         self._forecast += c.forecast_alpha * r
 
     def _learn_held(self, r: float, floor: float, clip: bool) -> None:
-        # The run keeps raw residuals: a clipped spike would still count.
+        # Raw residuals: a run of anomalies learned clipped still reads as a run.
         keep = self.config.sustain - 1
         if keep < 1:
             return
-        low, high = self._held(r)
-        self._held_up.add(low, floor, clip)
-        self._held_down.add(high, floor, clip)
+        self._held.add(self._held_residual(r), floor, clip)
         self._residuals.append(r)
         del self._residuals[:-keep]
