@@ -32,7 +32,7 @@ from foreshock import telemetry
 from foreshock.changes import CHANGE_FORMAT, read_change
 from foreshock.config import DEFAULT_DETECTOR, DEFAULT_THRESHOLD
 from foreshock.correlation import CorrelationConfig, Correlator, Output
-from foreshock.decode import Decoder, decode_native
+from foreshock.decode import Decoder, InputLimits, decode_native
 from foreshock.feedback import Feedback, SuppressionBook, feedback_of_batch
 from foreshock.kpis import DEFAULT_REGISTRY, KpiRegistry
 from foreshock.records import (
@@ -45,7 +45,7 @@ from foreshock.records import (
     Record,
 )
 from foreshock.topology import Topology
-from foreshock.windows import WindowSpec, WindowStore
+from foreshock.windows import WindowPolicy, WindowSpec, WindowStore
 from models import Detector, make_detector
 
 __all__ = ["FlowConfig", "Record", "build_flow", "tune_garbage_collector"]
@@ -57,6 +57,10 @@ class FlowConfig:
 
     window: WindowSpec = field(default_factory=WindowSpec)
     forget_after_windows: int = 60
+    # Idle timeout, backfill marking and caps of the window step; bounds on
+    # its input messages (size, clock skew).
+    window_policy: WindowPolicy = field(default_factory=WindowPolicy)
+    input_limits: InputLimits = field(default_factory=InputLimits)
     registry: KpiRegistry = field(default_factory=lambda: DEFAULT_REGISTRY)
     detector: str = DEFAULT_DETECTOR
     threshold: float = DEFAULT_THRESHOLD
@@ -210,10 +214,13 @@ def _window_builder(config: FlowConfig) -> Callable[[bytes | None], WindowLogic]
             spec=config.window,
             registry=config.registry,
             forget_after=config.forget_after_windows,
+            policy=config.window_policy,
         )
         if resume is not None:
             store.restore(pickle.loads(resume))
-        return WindowLogic(store, config.decoders, config.on_window_closed)
+        return WindowLogic(
+            store, config.decoders, config.on_window_closed, config.input_limits
+        )
 
     return build
 

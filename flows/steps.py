@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import pickle
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bytewax.operators import StatefulBatchLogic, StatefulLogic
@@ -20,9 +22,11 @@ from foreshock import telemetry
 from foreshock.correlation import Correlator, Output
 from foreshock.decode import (
     Decoder,
+    InputLimits,
     Rejection,
     SampleDecoder,
     decode_native,
+    oversized,
     to_dead_letter,
 )
 from foreshock.feedback import Feedback
@@ -32,9 +36,11 @@ from foreshock.records import Change, DeadLetter, KpiRecord, KpiScore, LateEvent
 from foreshock.schema import Event
 from foreshock.windows import (
     EPOCH,
+    SERIES_CAP,
+    Late,
     LateSample,
+    Refused,
     Sample,
-    WindowSpec,
     WindowStore,
     sample_of,
 )
@@ -47,6 +53,11 @@ log = logging.getLogger(__name__)
 WindowItem = KpiRecord | DeadLetter | LateEvent
 
 
+def wall_clock_us() -> int:
+    """Processing time: microseconds since the Unix epoch by the system clock."""
+    return time.time_ns() // 1000
+
+
 class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
     """Decodes the batches of one shard and keeps its event-time windows.
 
@@ -54,6 +65,15 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
     whole becomes a dead letter; a dropped measurement is already counted by
     the window (the event carries it as NaN); a message excluded on purpose,
     such as a bot's page view, is counted in `excluded` by reason.
+
+    Before any decoder runs, a message beyond `limits.max_message_bytes` is
+    a dead letter. An event whose time is too far from its message's receive
+    time is quarantined (a `LateEvent` with reason "clock_skew", counted in
+    `quarantined`), so that one host with a wrong clock cannot push the
+    watermark and make every honest event late. `clock` gives processing
+    time in microseconds since the epoch: it marks backfill windows and
+    measures how long the shard has been idle (see `WindowPolicy`); the
+    engine calls `on_notify` once the idle timeout closes a window.
     """
 
     def __init__(
@@ -61,16 +81,29 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
         store: WindowStore,
         decoders: Mapping[str, Decoder] | None = None,
         on_window_closed: Callable[[datetime], None] | None = None,
+        limits: InputLimits | None = None,
+        clock: Callable[[], int] = wall_clock_us,
     ) -> None:
         self.store = store
         self.on_window_closed = on_window_closed
         self.decoders = dict(decoders or {"native": decode_native})
+        self.limits = limits or InputLimits()
+        self.clock = clock
         self.tombstones = 0
+        self.quarantined = 0
         self.excluded: Counter[str] = Counter()
+        self._skew = _SkewBounds.of(self.limits)
+        policy = store.policy
+        self._tracks_receipt = (
+            policy.backfill_after_s is not None and policy.backfill_clock == "receive"
+        )
+        # A store resumed from a snapshot starts its idle timeout afresh.
+        store.restart_idle_clock(clock())
 
     def on_item(self, value: RawBatch) -> tuple[Iterable[WindowItem], bool]:
         out: list[WindowItem] = []
         store = self.store
+        store.now_us = self.clock()
         tombstones = self.tombstones
         decoder = self.decoders.get(value.format)
         if decoder is decode_native:
@@ -83,28 +116,75 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
         telemetry.window_batch(value, out, self.tombstones - tombstones)
         return out, StatefulLogic.RETAIN
 
+    def notify_at(self) -> datetime | None:
+        """When the idle timeout next closes a window of this shard."""
+        deadline = self.store.idle_deadline_us()
+        if deadline is None:
+            return None
+        return EPOCH + timedelta(microseconds=deadline)
+
+    def on_notify(self) -> tuple[Iterable[WindowItem], bool]:
+        closed = self._closed(self.store.close_idle(self.clock()))
+        telemetry.window_batch(None, closed, 0)
+        return closed, StatefulLogic.RETAIN
+
+    def _usable(self, message: RawMessage, out: list[WindowItem]) -> bytes | None:
+        """The message's value, unless it is a tombstone or too large."""
+        data = message.value
+        if data is None:
+            self.tombstones += 1
+            return None
+        too_large = oversized(data, self.limits)
+        if too_large is not None:
+            out.append(to_dead_letter(message, too_large))
+            return None
+        self._received(message)
+        return data
+
+    def _received(self, message: RawMessage) -> None:
+        # Kept up to date message by message, so that a window this message
+        # closes is judged by the receive time that closed it.
+        received = message.timestamp_ms
+        if received is not None:
+            store = self.store
+            if store.received_us is None or received * 1000 > store.received_us:
+                store.received_us = received * 1000
+
     def _decoded(
         self, batch: RawBatch, decoder: Decoder | None, out: list[WindowItem]
     ) -> None:
-        store = self.store
         for message in batch.messages:
-            if message.value is None:
-                self.tombstones += 1
+            data = self._usable(message, out)
+            if data is None:
                 continue
             if decoder is None:
                 out.append(to_dead_letter(message, _unknown_format(batch.format)))
                 continue
-            events, rejections = decoder(message.value)
+            events, rejections = decoder(data)
             for rejection in rejections:
                 letter = self._reject(rejection, message)
                 if letter is not None:
                     out.append(letter)
-            for event in events:
-                late = store.add(event)
-                if late is not None:
-                    out.append(
-                        _late(late.event, late.window_start, late.watermark, message)
-                    )
+            self._add_events(events, message, out)
+
+    def _add_events(
+        self, events: list[Event], message: RawMessage, out: list[WindowItem]
+    ) -> None:
+        capped: list[str] = []
+        for event in events:
+            sample = sample_of(event)
+            if self._skewed(sample[0], message):
+                out.append(self._quarantine(sample, message, event.event_id))
+                continue
+            taken = self.store.add(event)
+            if isinstance(taken, Late):
+                out.append(
+                    _late(taken.event, taken.window_start, taken.watermark, message)
+                )
+            elif isinstance(taken, Refused):
+                capped.append(taken.detail)
+        if capped:
+            out.append(_capped(message, capped))
 
     def _scanned(
         self,
@@ -115,28 +195,89 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
         """Formats that hand over samples (OTLP): a message's samples at once.
 
         A message carries many samples and no event is made of them; a late
-        one is reported from its sample.
+        or quarantined one is reported from its sample, and the samples a
+        cap refused make one dead letter of their message.
         """
         spec = self.store.spec
         for message in messages:
-            if message.value is None:
-                self.tombstones += 1
+            data = self._usable(message, out)
+            if data is None:
                 continue
-            samples, rejections = decoder.scan(message.value)
+            samples, rejections = decoder.scan(data)
             for rejection in rejections:
                 letter = self._reject(rejection, message)
                 if letter is not None:
                     out.append(letter)
+            samples = self._unskewed(samples, message, out)
             for position, index, watermark_us in self.store.add_samples(samples):
                 watermark = EPOCH + timedelta(microseconds=watermark_us)
                 start = spec.start(index)
                 out.append(_late_sample(samples[position], start, watermark, message))
+            if self.store.refused:
+                out.append(_capped(message, [d for _, _, d in self.store.refused]))
+
+    def _unskewed(
+        self, samples: list[Sample], message: RawMessage, out: list[WindowItem]
+    ) -> list[Sample]:
+        if message.timestamp_ms is None or not self._skew.checked:
+            return samples
+        kept = []
+        for sample in samples:
+            if self._skewed(sample[0], message):
+                out.append(self._quarantine(sample, message))
+            else:
+                kept.append(sample)
+        return kept
 
     def _native(self, messages: Sequence[RawMessage], out: list[WindowItem]) -> None:
         """Native events: the fast decoder first, the pydantic model if unusual."""
         batch = _NativeBatch(self)
         late = self.store.add_samples(batch.samples(messages))
-        out.extend(batch.rejected(late, self.store.spec))
+        out.extend(batch.rejected(late, self.store))
+
+    def _skewed(self, t_us: int, message: RawMessage) -> bool:
+        received = message.timestamp_ms
+        if received is None:
+            return False
+        return self._skew.beyond(t_us - received * 1000)
+
+    def _quarantine(
+        self, sample: Sample, message: RawMessage, event_id: str | None = None
+    ) -> LateEvent:
+        """The record of an event kept out for clock skew; counted here."""
+        self.quarantined += 1
+        assert message.timestamp_ms is not None
+        received = EPOCH + timedelta(milliseconds=message.timestamp_ms)
+        t_us, layer, service, kind, _ = sample
+        event_time = EPOCH + timedelta(microseconds=t_us)
+        spec = self.store.spec
+        watermark = self.store.watermark or received
+        log.warning(
+            "clock skew service=%s event_time=%s received=%s skew_s=%.0f "
+            "topic=%s partition=%s offset=%s",
+            service,
+            event_time,
+            received,
+            (event_time - received).total_seconds(),
+            message.topic,
+            message.partition,
+            message.offset,
+        )
+        return LateEvent(
+            layer=layer,
+            service=service,
+            kind=kind,
+            event_time=event_time,
+            window_start=spec.start(spec.first_index_us(t_us)),
+            watermark=watermark,
+            event_id=event_id,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            lateness_s=max(0.0, (watermark - event_time).total_seconds()),
+            reason="clock_skew",
+            received_at=received,
+        )
 
     def _closed(self, records: list[KpiRecord]) -> list[KpiRecord]:
         if self.on_window_closed is not None and records:
@@ -166,6 +307,7 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
         return None
 
     def on_eof(self) -> tuple[Iterable[WindowItem], bool]:
+        self.store.now_us = self.clock()
         closed = self._closed(self.store.close_all())
         telemetry.window_batch(None, closed, 0)
         return closed, StatefulLogic.RETAIN
@@ -174,13 +316,45 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
         return pickle.dumps(self.store.state(), protocol=pickle.HIGHEST_PROTOCOL)
 
 
+@dataclass(frozen=True, slots=True)
+class _SkewBounds:
+    """How far (in microseconds) an event time may lead or trail its receipt.
+
+    Kept as integers, with an unreachable bound for "not checked", so that
+    the check costs two comparisons per event.
+    """
+
+    ahead_us: int
+    behind_us: int
+
+    @classmethod
+    def of(cls, limits: InputLimits) -> _SkewBounds:
+        def bound(seconds: float | None) -> int:
+            return _UNCHECKED if seconds is None else round(seconds * 1_000_000)
+
+        return cls(bound(limits.max_ahead_s), bound(limits.max_behind_s))
+
+    @property
+    def checked(self) -> bool:
+        return self.ahead_us != _UNCHECKED or self.behind_us != _UNCHECKED
+
+    def beyond(self, lead_us: int) -> bool:
+        return lead_us > self.ahead_us or -lead_us > self.behind_us
+
+
+# Further than any event time can be from a receive time.
+_UNCHECKED = 1 << 80
+
+
 class _NativeBatch:
     """One batch of native messages on its way into the window store.
 
     Samples are made one at a time as the store takes them, so that none
     outlives its step: a batch's worth of live tuples got promoted by the
-    garbage collector and made it sweep the whole heap. What a dead letter
-    or a late event needs afterwards is kept aside, by sample position.
+    garbage collector and made it sweep the whole heap. What a dead letter,
+    a late or a quarantined event needs afterwards is kept aside, by sample
+    position. The receive time is handed to the store message by message,
+    so that a window closed by this very sample is judged with it.
     """
 
     def __init__(self, logic: WindowLogic) -> None:
@@ -188,21 +362,58 @@ class _NativeBatch:
         self._origins: list[RawMessage] = []
         self._slow: dict[int, Event] = {}
         self._letters: list[tuple[int, int, WindowItem]] = []
+        # (position, sample, message, its event when the model made one)
+        self._skewed: list[tuple[int, Sample, RawMessage, Event | None]] = []
 
     def samples(self, messages: Iterable[RawMessage]) -> Iterator[Sample]:
         """The sample of every usable event, in input order (runs per event)."""
-        origins = self._origins
+        logic, origins = self._logic, self._origins
+        bound = logic.limits.max_message_bytes or _UNCHECKED
+        # Receive times matter only to a skew bound or a receive-time
+        # backfill clock; without either, no event pays for them.
+        ahead, behind = logic._skew.ahead_us, logic._skew.behind_us
+        track = logic._tracks_receipt
+        watch = logic._skew.checked or track
         for message in messages:
             data = message.value
             if data is None:
-                self._logic.tombstones += 1
+                logic.tombstones += 1
+                continue
+            if len(data) > bound:
+                self._refuse(message, data)
                 continue
             sample = scan_native(data)
             if sample is None:
                 yield from self._slowly(message, data)
                 continue
+            if watch and message.timestamp_ms is not None:
+                if track:
+                    logic._received(message)
+                lead = sample[0] - message.timestamp_ms * 1000
+                if lead > ahead or -lead > behind:
+                    self._skewed.append((len(origins), sample, message, None))
+                    continue
             origins.append(message)
             yield sample
+
+    def _held(self, sample: Sample, message: RawMessage, event: Event | None) -> bool:
+        """Whether the sample is quarantined for clock skew; notes its receipt."""
+        received = message.timestamp_ms
+        if received is None:
+            return False
+        if self._logic._tracks_receipt:
+            self._logic._received(message)
+        if not self._logic._skew.beyond(sample[0] - received * 1000):
+            return False
+        self._skewed.append((len(self._origins), sample, message, event))
+        return True
+
+    def _refuse(self, message: RawMessage, data: bytes) -> None:
+        rejection = oversized(data, self._logic.limits)
+        assert rejection is not None
+        self._letters.append(
+            (len(self._origins), 0, to_dead_letter(message, rejection))
+        )
 
     def _slowly(self, message: RawMessage, data: bytes) -> Iterator[Sample]:
         # The model decides, so that a dead letter keeps its exact reason.
@@ -212,28 +423,51 @@ class _NativeBatch:
             if letter is not None:
                 self._letters.append((len(self._origins), 0, letter))
         for event in events:
+            sample = sample_of(event)
+            if self._held(sample, message, event):
+                continue
             self._slow[len(self._origins)] = event
             self._origins.append(message)
-            yield sample_of(event)
+            yield sample
 
-    def rejected(self, late: list[LateSample], spec: WindowSpec) -> list[WindowItem]:
-        """Dead letters and late events in input order, letters first at ties."""
+    def rejected(self, late: list[LateSample], store: WindowStore) -> list[WindowItem]:
+        """Dead letters, late and quarantined events in input order.
+
+        At one position, what was refused before reaching the store comes
+        first.
+        """
         items = self._letters
+        spec = store.spec
+        for position, sample, message, event in self._skewed:
+            event_id = (event or _event_of(message)).event_id
+            quarantined = self._logic._quarantine(sample, message, event_id)
+            items.append((position, 0, quarantined))
         for position, index, watermark_us in late:
             message = self._origins[position]
             event = self._slow.get(position) or _event_of(message)
             watermark = EPOCH + timedelta(microseconds=watermark_us)
             late_event = _late(event, spec.start(index), watermark, message)
             items.append((position, 1, late_event))
+        for position, _, detail in store.refused:
+            items.append((position, 1, _capped(self._origins[position], [detail])))
         items.sort(key=lambda item: item[:2])
         return [item for _, _, item in items]
 
 
 def _event_of(message: RawMessage) -> Event:
-    # Only for a late event: the fast decoder made no model of it, and the
-    # model accepts whatever the fast decoder did.
+    # Only for a late or quarantined event: the fast decoder made no model of
+    # it, and the model accepts whatever the fast decoder did.
     events, _ = decode_native(message.value or b"")
     return events[0]
+
+
+def _capped(message: RawMessage, details: list[str]) -> DeadLetter:
+    """The dead letter of a message whose events a series cap refused."""
+    detail = details[0]
+    if len(details) > 1:
+        detail = f"{len(details)} events refused; the first: {detail}"
+    # The store warned once for the service; each letter is only counted.
+    return to_dead_letter(message, Rejection(SERIES_CAP, detail), warn=False)
 
 
 def _unknown_format(name: str) -> Rejection:

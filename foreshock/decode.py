@@ -15,15 +15,22 @@ A rejection says what was refused, and how much:
   and every other measurement of the event still counts.
 - scope "excluded": the message is valid but kept out of the KPIs on purpose
   (a bot's page view); the flow counts it by reason.
+
+Hostile input stays bounded: a message larger than `InputLimits` allows is a
+dead letter ("too_large") before any parser sees it, and a native document
+nested deeper than `MAX_JSON_DEPTH` is one ("too_deep") instead of
+exhausting the parser's recursion.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import import_module
+from itertools import accumulate
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from pydantic import ValidationError
@@ -37,8 +44,10 @@ if TYPE_CHECKING:
     from foreshock.config import Settings
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "Decoder",
     "FormatUnavailableError",
+    "InputLimits",
     "Rejection",
     "SampleDecoder",
     "Scanned",
@@ -48,6 +57,7 @@ __all__ = [
     "decode_native",
     "decoder_for",
     "format_names",
+    "oversized",
     "register_format",
     "to_dead_letter",
 ]
@@ -105,6 +115,67 @@ class FormatUnavailableError(LookupError):
     """A format is registered but the code that decodes it cannot be loaded."""
 
 
+@dataclass(frozen=True, slots=True)
+class InputLimits:
+    """Bounds on what one input message may be, checked before decoding.
+
+    - `max_message_bytes`: a larger value is a dead letter ("too_large")
+      whatever its format. None: no bound (the broker's own still holds).
+    - `max_ahead_s` / `max_behind_s`: an event whose time is further ahead
+      of (behind) the broker's receive time of its message is quarantined
+      for clock skew instead of moving the watermark. None: not checked.
+      Only messages that carry a receive time are checked.
+    """
+
+    max_message_bytes: int | None = 1_048_576
+    max_ahead_s: float | None = None
+    max_behind_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_message_bytes is not None and self.max_message_bytes < 1:
+            raise ValueError(
+                f"max_message_bytes must be at least 1, got {self.max_message_bytes!r}"
+            )
+        for name in ("max_ahead_s", "max_behind_s"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} cannot be negative, got {value!r}")
+
+
+def oversized(data: bytes, limits: InputLimits) -> Rejection | None:
+    """The rejection of a value beyond `limits.max_message_bytes`, if it is."""
+    bound = limits.max_message_bytes
+    if bound is None or len(data) <= bound:
+        return None
+    return Rejection(
+        "too_large",
+        f"the value is {len(data)} bytes, beyond the bound of {bound} "
+        "(kafka.max_message_bytes); split the batch at the producer",
+    )
+
+
+# Far deeper than any native event, which nests three levels (event, payload,
+# labels); Python's own parser would recurse a frame per level.
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_JSON_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def _json_depth(data: bytes) -> int:
+    """How deep the arrays and objects of a JSON text nest, strings left out."""
+    brackets = _JSON_BRACKET.findall(_JSON_STRING.sub(b"", data))
+    steps = (1 if b in (b"[", b"{") else -1 for b in brackets)
+    return max(accumulate(steps), default=0)
+
+
+def _too_deep(depth: int) -> Rejection:
+    return Rejection(
+        "too_deep",
+        f"the document nests {depth} levels deep, beyond {MAX_JSON_DEPTH}; "
+        "a native event nests three",
+    )
+
+
 class Tombstone:
     """A record with no value: a deletion marker, never a measurement."""
 
@@ -120,6 +191,8 @@ def decode_native(data: bytes) -> Decoded:
         return [EVENT_ADAPTER.validate_json(data)], []
     except ValidationError as error:
         return _classify(data, error)
+    except RecursionError:
+        return [], [_too_deep(_json_depth(data))]
 
 
 def _classify(data: bytes, error: ValidationError) -> Decoded:
@@ -129,7 +202,11 @@ def _classify(data: bytes, error: ValidationError) -> Decoded:
 
     # Python's json module writes NaN and Infinity as bare tokens, which strict
     # JSON rejects; such an event is still usable, its non-finite fields are
-    # dropped one by one when it is aggregated.
+    # dropped one by one when it is aggregated. That parser recurses once per
+    # level, so the depth is bounded first.
+    depth = _json_depth(data)
+    if depth > MAX_JSON_DEPTH:
+        return [], [_too_deep(depth)]
     try:
         document = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -158,9 +235,16 @@ def decode(message: RawMessage) -> Event | DeadLetter | Tombstone:
     return to_dead_letter(message, rejections[0])
 
 
-def to_dead_letter(message: RawMessage, rejection: Rejection) -> DeadLetter:
-    """The dead letter for a message refused whole, with the original bytes."""
-    log.warning(
+def to_dead_letter(
+    message: RawMessage, rejection: Rejection, *, warn: bool = True
+) -> DeadLetter:
+    """The dead letter for a message refused whole, with the original bytes.
+
+    `warn=False` logs it at DEBUG only, for refusals whose cause was already
+    warned about once (a cap reached), so that a flood stays out of the log.
+    """
+    log.log(
+        logging.WARNING if warn else logging.DEBUG,
         "dead letter reason=%s topic=%s partition=%s offset=%s",
         rejection.reason,
         message.topic,

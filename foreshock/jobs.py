@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink
@@ -47,9 +48,12 @@ def flow_config(settings: Settings, topology: Topology | None = None) -> FlowCon
     c = settings.correlation
     if topology is None:
         topology = Topology.load(c.topology) if c.topology else Topology()
+    w = settings.window
     return FlowConfig(
-        window=settings.window.spec(),
-        forget_after_windows=settings.window.forget_after_windows,
+        window=w.spec(),
+        forget_after_windows=w.forget_after_windows,
+        window_policy=w.policy(),
+        input_limits=w.input_limits(settings.kafka.max_message_bytes),
         detector=settings.detection.detector,
         threshold=settings.detection.threshold,
         topology=topology,
@@ -149,7 +153,7 @@ def run_kafka_job(config: Path | None, *, until_end: bool = False) -> int:
         "starting topics=%s bootstrap=%s alertmanager=%s",
         settings.kafka.input_topics,
         settings.kafka.bootstrap_servers,
-        settings.alertmanager.url,
+        _without_credentials(settings.alertmanager.url),
     )
     recovery = open_store(settings.recovery, settings.cluster)
     m = settings.metrics
@@ -163,6 +167,17 @@ def run_kafka_job(config: Path | None, *, until_end: bool = False) -> int:
             metrics.close()
     log.info("stopped")
     return 0
+
+
+def _without_credentials(url: str | None) -> str | None:
+    """`url` fit for a log: a password in it (`user:password@host`) masked."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def execute(

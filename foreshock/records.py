@@ -2,7 +2,9 @@
 
 Every record is a frozen pydantic model with a `schema_version`, so that
 consumers can tell versions apart; their JSON Schemas are exported to
-`schemas/` beside the event schema.
+`schemas/` beside the event schema. Marks added since version 1 (`backfill`,
+`closed_by`, a late event's `reason`) are written only when they differ
+from their default, so that a record without them reads as before.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ __all__ = [
     "Anomaly",
     "Candidate",
     "Change",
+    "ClosedBy",
     "DataGap",
     "DeadLetter",
     "EarlyWarning",
@@ -39,6 +42,10 @@ __all__ = [
 # nothing this KPI counts (zero queries make no error rate); "no_data": nothing
 # at all arrived from the service for the window.
 WindowState = Literal["ok", "no_traffic", "no_data"]
+# What closed a window: the watermark passing its end (the normal way), the
+# idle timeout of a shard whose events stopped advancing, or the end of the
+# input.
+ClosedBy = Literal["watermark", "idle_timeout", "end_of_input"]
 
 
 def stable_id(*parts: object) -> str:
@@ -68,6 +75,12 @@ class KpiRecord(_Record):
     state: WindowState
     events: int = 0
     rejected_values: int = 0
+    closed_by: ClosedBy = Field(
+        default="watermark", exclude_if=lambda v: v == "watermark"
+    )
+    # Old news when it closed (a backlog replayed after downtime): scored and
+    # learned like any window, but it pages nobody.
+    backfill: bool = Field(default=False, exclude_if=lambda v: not v)
 
     @property
     def series(self) -> str:
@@ -105,6 +118,8 @@ class Anomaly(_Record):
     score: float
     detector: str
     detector_state: Literal["warming_up", "ready"]
+    # From a backfill window: published for the record, never paged.
+    backfill: bool = Field(default=False, exclude_if=lambda v: not v)
 
     @classmethod
     def from_score(cls, s: KpiScore) -> Anomaly:
@@ -126,6 +141,7 @@ class Anomaly(_Record):
             detector_state=(
                 "warming_up" if s.detector_state == "warming_up" else "ready"
             ),
+            backfill=k.backfill,
         )
 
 
@@ -151,10 +167,14 @@ class DeadLetter(_Record):
 
 
 class LateEvent(_Record):
-    """An event that arrived after its window had closed.
+    """An event kept out of its window: late, or quarantined for clock skew.
 
     It is not merged into the published window; it is routed here, with the
-    window it belonged to and the watermark that had passed it.
+    window it belonged to and the shard's watermark when it came. `reason`
+    "late": its window had closed. "clock_skew": its event time was too far
+    from the broker's receive time (`received_at`) to be trusted, so it was
+    kept from moving the watermark and making honest events late; the
+    watermark is then the receive time when the shard had none yet.
     """
 
     layer: Layer
@@ -168,6 +188,10 @@ class LateEvent(_Record):
     partition: int = -1
     offset: int = -1
     lateness_s: float = Field(ge=0)
+    reason: Literal["late", "clock_skew"] = Field(
+        default="late", exclude_if=lambda v: v == "late"
+    )
+    received_at: datetime | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 # The pseudo-KPI of evidence that a service went silent: every one of its

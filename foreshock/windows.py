@@ -52,6 +52,7 @@ from foreshock.schema import Event
 
 __all__ = [
     "EPOCH",
+    "SERIES_CAP",
     "Late",
     "LateSample",
     "Refused",
@@ -360,7 +361,7 @@ class WindowStore:
         align, slide, length = spec._align_us, spec._slide_us, spec._length_us
         span = length - slide
         lateness = spec._lateness_us
-        pending = self._pending
+        pending, admitted = self._pending, self._series
         first, max_us, close_at = self.next_to_close, self._max_us, self._close_at_us
         advanced = max_us
         try:
@@ -380,15 +381,22 @@ class WindowStore:
                     low = first
 
                 if kind == "metric_sample":
-                    if not self._metric(position, low, last, t_us, layer, service, fields):
+                    if not self._metric(
+                        position, low, last, t_us, layer, service, fields
+                    ):
                         continue
                 else:
                     key = (low, last, layer, service, kind)
                     entry = pending.get(key)
                     if entry is not None:
                         entry[1].append(fields)
-                    elif self._admit(position, layer, service):
-                        pending[key] = (self._aggregates(low, last, layer, service), [fields])
+                    elif (layer, service) in admitted or self._admit(
+                        position, layer, service
+                    ):
+                        pending[key] = (
+                            self._aggregates(low, last, layer, service),
+                            [fields],
+                        )
                     else:
                         continue
 
@@ -438,6 +446,16 @@ class WindowStore:
         ahead = self.spec.end_us(self.next_to_close) - self._max_us
         ahead += self.spec._lateness_us
         return self._advanced_at_us + max(_seconds_to_us(timeout), ahead)
+
+    def restart_idle_clock(self, now_us: int) -> None:
+        """Count idleness from `now_us`, as when the job resumes a snapshot.
+
+        How long the job itself was down says nothing about the input: its
+        backlog may be waiting in the source, and must not find its windows
+        closed by a timeout that ran while nobody was reading.
+        """
+        if self._advanced_at_us is not None:
+            self._advanced_at_us = now_us
 
     def close_idle(self, now_us: int) -> list[KpiRecord]:
         """Close what processing time has closed on a shard that went idle."""
@@ -689,14 +707,37 @@ class WindowStore:
             agg.sums[name] = agg.sums.get(name, 0.0) + increase
 
 
-@dataclass(frozen=True, slots=True)
 class _Mark:
-    """What every record of one closing window shares."""
+    """What every record of one closing window shares.
 
-    start: datetime
-    end: datetime
-    closed_by: ClosedBy
-    backfill: bool
+    Records are copies of one template made per window: copying with the
+    record's own values costs half of constructing each afresh, and a
+    window makes a record per KPI of every service.
+    """
+
+    __slots__ = ("_template",)
+
+    def __init__(
+        self, start: datetime, end: datetime, closed_by: ClosedBy, backfill: bool
+    ) -> None:
+        # Every field in its place, so that copies keep the field order.
+        self._template = KpiRecord.model_construct(
+            schema_version=1,
+            layer=Layer.API,
+            service="",
+            kpi="",
+            dimension="speed",
+            direction="both",
+            unit="",
+            window_start=start,
+            window_end=end,
+            value=None,
+            state="ok",
+            events=0,
+            rejected_values=0,
+            closed_by=closed_by,
+            backfill=backfill,
+        )
 
     def record(
         self,
@@ -707,22 +748,19 @@ class _Mark:
         events: int,
         rejected: int,
     ) -> KpiRecord:
-        return KpiRecord.model_construct(
-            schema_version=1,
-            layer=key[0],
-            service=key[1],
-            kpi=kpi.name,
-            dimension=kpi.dimension,
-            direction=kpi.direction,
-            unit=kpi.unit,
-            window_start=self.start,
-            window_end=self.end,
-            value=value,
-            state=state,
-            events=events,
-            rejected_values=rejected,
-            closed_by=self.closed_by,
-            backfill=self.backfill,
+        return self._template.model_copy(
+            update={
+                "layer": key[0],
+                "service": key[1],
+                "kpi": kpi.name,
+                "dimension": kpi.dimension,
+                "direction": kpi.direction,
+                "unit": kpi.unit,
+                "value": value,
+                "state": state,
+                "events": events,
+                "rejected_values": rejected,
+            }
         )
 
 
@@ -749,7 +787,9 @@ def _restored_series(
             series.setdefault(key, {})
     for key in known:
         series.setdefault(key, {})
-    counters: dict[tuple[Layer, str, str, tuple[tuple[str, str], ...]], tuple[int, float]]
+    counters: dict[
+        tuple[Layer, str, str, tuple[tuple[str, str], ...]], tuple[int, float]
+    ]
     counters = state.get("counters", {})  # type: ignore[assignment]
     for (layer, service, name, labels), last in counters.items():
         series.setdefault((layer, service), {})[(name, labels)] = last
