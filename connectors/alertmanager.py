@@ -40,6 +40,7 @@ from tenacity import (
 )
 
 from foreshock import telemetry
+from foreshock.config import redacted_url
 from foreshock.records import DataGap, EarlyWarning, Evidence, Incident
 
 __all__ = [
@@ -367,7 +368,7 @@ class AlertPublisher:
         telemetry.alert_post(sent=False)
         log.error(
             "alertmanager post failed url=%s alerts=%s error=%s",
-            self.config.url,
+            redacted_url(self.config.url),
             count,
             error,
         )

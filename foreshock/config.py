@@ -15,6 +15,7 @@ import tomllib
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
@@ -405,3 +406,14 @@ def load_settings(path: Path | None = None) -> Settings:
     if bootstrap:
         settings.kafka.bootstrap_servers = bootstrap
     return settings
+
+
+def redacted_url(url: str | None) -> str | None:
+    """`url` fit for a log: a password in it (`user:password@host`) masked."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink
@@ -20,7 +19,7 @@ from connectors.routing import encoder
 from connectors.webhook import WebhookSink
 from flows.pipeline import FlowConfig, build_flow, tune_garbage_collector
 from flows.reports import ReportOutput
-from foreshock.config import Settings, load_settings
+from foreshock.config import Settings, load_settings, redacted_url
 from foreshock.correlation import CorrelationConfig, Output
 from foreshock.decode import CHANGE_FORMAT, Decoder, decoder_for
 from foreshock.recovery import open_store
@@ -153,7 +152,7 @@ def run_kafka_job(config: Path | None, *, until_end: bool = False) -> int:
         "starting topics=%s bootstrap=%s alertmanager=%s",
         settings.kafka.input_topics,
         settings.kafka.bootstrap_servers,
-        _without_credentials(settings.alertmanager.url),
+        redacted_url(settings.alertmanager.url),
     )
     recovery = open_store(settings.recovery, settings.cluster)
     m = settings.metrics
@@ -167,17 +166,6 @@ def run_kafka_job(config: Path | None, *, until_end: bool = False) -> int:
             metrics.close()
     log.info("stopped")
     return 0
-
-
-def _without_credentials(url: str | None) -> str | None:
-    """`url` fit for a log: a password in it (`user:password@host`) masked."""
-    if url is None:
-        return None
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def execute(
