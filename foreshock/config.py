@@ -93,12 +93,13 @@ class TopicSettings(_Section):
 class OutputSettings(_Section):
     """How records are written to their topics.
 
-    `native` is each record's own JSON; `cloudevents` wraps it in a
-    CloudEvents 1.0 structured-mode event, `cloudevents-binary` puts the
-    attributes in `ce_*` Kafka headers instead (the CloudEvents Kafka binding).
+    `cloudevents`, the default, wraps each record in a CloudEvents 1.0
+    structured-mode event; `cloudevents-binary` puts the attributes in `ce_*`
+    Kafka headers instead (the CloudEvents Kafka binding); `native` is each
+    record's own JSON with a `foreshock-record` header naming its type.
     """
 
-    format: Literal["native", "cloudevents", "cloudevents-binary"] = "native"
+    format: Literal["native", "cloudevents", "cloudevents-binary"] = "cloudevents"
     # The CloudEvents `source`: which deployment and flow produced the event.
     source: str = Field(default="foreshock/foreshock", min_length=1)
     # `dataschema` is `<schema_base>/<kind>.schema.json`; point it at wherever

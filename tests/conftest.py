@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.kafka_helpers import kafka_bootstrap, kafka_topics, register_kafka_marker
 
 __all__ = ["kafka_bootstrap", "kafka_topics"]
+
+# The suite reads what the flow publishes as the records themselves; the
+# CloudEvents that `foreshock run` writes by default are tested on their own
+# (tests/connectors/test_cloudevents*.py). Explicit settings still win, and
+# subprocesses the tests start inherit this.
+os.environ.setdefault("FORESHOCK_OUTPUT__FORMAT", "native")
 
 
 def pytest_configure(config: pytest.Config) -> None:

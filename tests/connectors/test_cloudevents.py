@@ -13,7 +13,7 @@ from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 from connectors.cloudevents import from_message
 from connectors.messages import OutMessage, RawMessage
 from connectors.routing import encoder
-from foreshock.config import OutputSettings, TopicSettings
+from foreshock.config import OutputSettings, Settings, TopicSettings
 from foreshock.records import DeadLetter, Incident, Record
 from tests.connectors.samples import (
     ANOMALY,
@@ -234,3 +234,19 @@ def test_routing_types_cover_every_record_kind() -> None:
         "io.foreshock.dead-letter.v1",
         "io.foreshock.late-event.v1",
     }
+
+
+def test_the_topics_carry_structured_cloudevents_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The suite sets native output for its own reading (tests/conftest.py);
+    # a deployment that says nothing gets CloudEvents.
+    monkeypatch.delenv("FORESHOCK_OUTPUT__FORMAT", raising=False)
+
+    message = encoder(TopicSettings(), Settings().output)(OPENED)
+
+    event = json.loads(message.value)
+    assert event["specversion"] == "1.0"
+    assert event["type"] == "io.foreshock.incident.v1"
+    assert event["data"]["id"] == OPENED.id
+    assert message.topic == "incidents"
