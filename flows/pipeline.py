@@ -55,6 +55,11 @@ __all__ = ["FlowConfig", "Record", "build_flow", "tune_garbage_collector"]
 class FlowConfig:
     """What the dataflow needs besides its source and sink."""
 
+    # Bytewax asks every stateful step for a snapshot of each key it touched
+    # at every epoch, recovery or not. Without recovery nothing reads them:
+    # False skips the work (pickling every detector touched, each epoch).
+    snapshots: bool = True
+
     window: WindowSpec = field(default_factory=WindowSpec)
     forget_after_windows: int = 60
     # Idle timeout, backfill marking and caps of the window step; bounds on
@@ -216,11 +221,13 @@ def _window_builder(config: FlowConfig) -> Callable[[bytes | None], WindowLogic]
             forget_after=config.forget_after_windows,
             policy=config.window_policy,
         )
-        if resume is not None:
+        if resume:
             store.restore(pickle.loads(resume))
-        return WindowLogic(
+        logic = WindowLogic(
             store, config.decoders, config.on_window_closed, config.input_limits
         )
+        logic.keep_state = config.snapshots
+        return logic
 
     return build
 
@@ -229,19 +236,25 @@ def _detect_builder(config: FlowConfig) -> Callable[[bytes | None], DetectLogic]
     # The direction of a series is only known from its first record, so the
     # detector is made on first use (see DetectLogic) unless restored.
     def build(resume: bytes | None) -> DetectLogic:
-        detector = pickle.loads(resume) if resume is not None else None
-        return DetectLogic(
+        detector = pickle.loads(resume) if resume else None
+        logic = DetectLogic(
             detector, config.threshold, config.new_detector, config.registry.get
         )
+        logic.keep_state = config.snapshots
+        return logic
 
     return build
 
 
 def _correlate_builder(config: FlowConfig) -> Callable[[bytes | None], CorrelateLogic]:
     def build(resume: bytes | None) -> CorrelateLogic:
-        if resume is not None:
-            return CorrelateLogic(pickle.loads(resume))
-        book = SuppressionBook(default_detector=config.detector)
-        return CorrelateLogic(Correlator(config.topology, config.correlation, book))
+        if resume:
+            logic = CorrelateLogic(pickle.loads(resume))
+        else:
+            book = SuppressionBook(default_detector=config.detector)
+            correlator = Correlator(config.topology, config.correlation, book)
+            logic = CorrelateLogic(correlator)
+        logic.keep_state = config.snapshots
+        return logic
 
     return build

@@ -76,6 +76,9 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
     engine calls `on_notify` once the idle timeout closes a window.
     """
 
+    # Set by the flow: whether snapshots are kept (recovery is on).
+    keep_state: bool = True
+
     def __init__(
         self,
         store: WindowStore,
@@ -313,6 +316,9 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
         return closed, StatefulLogic.RETAIN
 
     def snapshot(self) -> bytes:
+        # Empty when nothing will read it back: a flow without recovery.
+        if not self.keep_state:
+            return b""
         return pickle.dumps(self.store.state(), protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -521,6 +527,9 @@ def _late_sample(
 class DetectLogic(StatefulLogic[KpiRecord, KpiScore, bytes]):
     """Scores, then learns, each closed window of one KPI series."""
 
+    # Set by the flow: whether snapshots are kept (recovery is on).
+    keep_state: bool = True
+
     def __init__(
         self,
         detector: Detector | None,
@@ -540,6 +549,9 @@ class DetectLogic(StatefulLogic[KpiRecord, KpiScore, bytes]):
         return [score_window(self.detector, self.threshold, value, kpi)], False
 
     def snapshot(self) -> bytes:
+        # Empty when nothing will read it back: a flow without recovery.
+        if not self.keep_state:
+            return b""
         return pickle.dumps(self.detector, protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -550,9 +562,11 @@ def score_window(
 
     A value counts as anomalous only on the side where the KPI hurts: a drop
     in latency is good news, not an alert. A window past the KPI's static
-    objective is anomalous whatever the detector says, and scores 1.
+    objective is anomalous whatever the detector says, and scores 1. A
+    restated window is a correction of one the model has learned already:
+    it is passed on unjudged, so that it is neither learned twice nor paged.
     """
-    if record.value is None:
+    if record.value is None or record.restated:
         return KpiScore(
             kpi=record,
             detector=detector.name,
@@ -595,6 +609,9 @@ class CorrelateLogic(StatefulBatchLogic[KpiScore | Change | Feedback, Output, by
     engineers is taken first: it holds from the time it was given.
     """
 
+    # Set by the flow: whether snapshots are kept (recovery is on).
+    keep_state: bool = True
+
     def __init__(self, correlator: Correlator) -> None:
         self.correlator = correlator
 
@@ -619,6 +636,9 @@ class CorrelateLogic(StatefulBatchLogic[KpiScore | Change | Feedback, Output, by
         return self.correlator.flush(), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
+        # Empty when nothing will read it back: a flow without recovery.
+        if not self.keep_state:
+            return b""
         return pickle.dumps(self.correlator, protocol=pickle.HIGHEST_PROTOCOL)
 
 

@@ -58,6 +58,7 @@ def flow_config(settings: Settings, topology: Topology | None = None) -> FlowCon
         topology=topology,
         correlation=CorrelationConfig(**c.model_dump(exclude={"topology"})),
         decoders=decoders(settings),
+        snapshots=settings.recovery.dir is not None,
     )
 
 
