@@ -34,6 +34,7 @@ from foreshock.kpis import Kpi
 from foreshock.native_scan import scan_native
 from foreshock.records import Change, DeadLetter, KpiRecord, KpiScore, LateEvent
 from foreshock.schema import Event
+from foreshock.version_kpis import is_breakdown
 from foreshock.windows import (
     EPOCH,
     SERIES_CAP,
@@ -565,8 +566,10 @@ def score_window(
     objective is anomalous whatever the detector says, and scores 1. A
     restated window is a correction of one the model has learned already:
     it is passed on unjudged, so that it is neither learned twice nor paged.
+    A breakdown (the crash rate of one app version) is passed on unjudged
+    too, see `foreshock.version_kpis`.
     """
-    if record.value is None or record.restated:
+    if record.value is None or record.restated or is_breakdown(record.kpi):
         return KpiScore(
             kpi=record,
             detector=detector.name,

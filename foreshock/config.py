@@ -126,6 +126,9 @@ class WindowSettings(_Section):
     - `max_services` per shard and `max_series_per_service` (metric names
       and counter label sets): beyond them, events are dead letters with
       reason "series_cap".
+    - `restatable_kinds` / `restate_within_s`: an event of these kinds
+      whose window has closed, but no older than this, restates the window
+      (app crashes uploaded at the next launch) instead of being late.
     """
 
     length_s: float = Field(default=60.0, gt=0)
@@ -140,6 +143,8 @@ class WindowSettings(_Section):
     max_clock_behind_s: float = Field(default=0.0, ge=0)
     max_services: int = Field(default=20_000, ge=0)
     max_series_per_service: int = Field(default=1_000, ge=0)
+    restatable_kinds: list[Literal["app_crash"]] = ["app_crash"]
+    restate_within_s: float = Field(default=86_400.0, ge=0)
 
     @model_validator(mode="after")
     def _valid_spec(self) -> WindowSettings:
@@ -162,6 +167,8 @@ class WindowSettings(_Section):
             backfill_clock=self.backfill_clock,
             max_services=self.max_services or None,
             max_series_per_service=self.max_series_per_service or None,
+            restatable_kinds=frozenset(self.restatable_kinds),
+            restate_within_s=self.restate_within_s or None,
         )
 
     def input_limits(self, max_message_bytes: int) -> InputLimits:

@@ -238,8 +238,12 @@ class Correlator:
 
         A window is complete once a window `settle_windows` later has been
         seen: with one process, the next one; with several, whose scores
-        interleave, a window or two later.
+        interleave, a window or two later. A restated window was judged
+        when it first closed; its correction is published as it is and
+        takes no part in incidents.
         """
+        if score.kpi.restated:
+            return []
         end = score.kpi.window_end
         self._window = end - score.kpi.window_start
         self._pending.setdefault(end, []).append(score)
@@ -290,6 +294,7 @@ class Correlator:
             counts = (
                 s.anomalous
                 and not s.kpi.backfill
+                and not s.kpi.restated
                 and (s.detector_state == "ready" or self.config.page_while_warming_up)
                 and self.suppressions.suppressed(*key, s.kpi.window_start) is None
             )

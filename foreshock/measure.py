@@ -16,17 +16,23 @@ its field name, and the rest of the event counts.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from foreshock.kpis import Aggregate
 from foreshock.schema import _Payload
 
-__all__ = ["Fields", "observe", "observe_many"]
+__all__ = ["MAX_APP_VERSIONS", "OTHER_VERSION", "Fields", "observe", "observe_many"]
 
 # A payload of one kind, read by attribute (see the module docstring).
 Fields = Any
 _INF = math.inf
+# App versions one window of one service counts apart; launches and crashes
+# of any further version are counted under `OTHER_VERSION`, so that a stream
+# of made-up version strings cannot grow a window without bound.
+MAX_APP_VERSIONS = 20
+OTHER_VERSION = "other"
 
 
 def _count(agg: Aggregate, name: str, n: int) -> None:
@@ -71,11 +77,28 @@ def _page_views(agg: Aggregate, ps: Sequence[Fields]) -> None:
 
 def _app_launches(agg: Aggregate, ps: Sequence[Fields]) -> None:
     _count(agg, "launches", len(ps))
+    _count_by_version(agg, "launches", ps)
     _measure(agg, "launch_ms", [p.duration_ms for p in ps])
 
 
 def _app_crashes(agg: Aggregate, ps: Sequence[Fields]) -> None:
     _count(agg, "crashes", len(ps))
+    _count_by_version(agg, "crashes", ps)
+
+
+def _count_by_version(agg: Aggregate, counter: str, ps: Sequence[Fields]) -> None:
+    # Counted again per app version (`launches@5.2.0`), so that a crash is
+    # charged to the release it happened in, whichever release uploaded it.
+    for version, n in Counter(p.app_version for p in ps).items():
+        _count(agg, f"{counter}@{_version_slot(agg, version)}", n)
+
+
+def _version_slot(agg: Aggregate, version: str) -> str:
+    """The version itself, or `OTHER_VERSION` once the window holds enough."""
+    if f"launches@{version}" in agg.counts or f"crashes@{version}" in agg.counts:
+        return version
+    seen = {name.partition("@")[2] for name in agg.counts if "@" in name}
+    return version if len(seen) < MAX_APP_VERSIONS else OTHER_VERSION
 
 
 def _synthetic_checks(agg: Aggregate, ps: Sequence[Fields]) -> None:

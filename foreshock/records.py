@@ -3,8 +3,8 @@
 Every record is a frozen pydantic model with a `schema_version`, so that
 consumers can tell versions apart; their JSON Schemas are exported to
 `schemas/` beside the event schema. Marks added since version 1 (`backfill`,
-`closed_by`, a late event's `reason`) are written only when they differ
-from their default, so that a record without them reads as before.
+`closed_by`, `restated`, a late event's `reason`) are written only when they
+differ from their default, so that a record without them reads as before.
 """
 
 from __future__ import annotations
@@ -81,6 +81,10 @@ class KpiRecord(_Record):
     # Old news when it closed (a backlog replayed after downtime): scored and
     # learned like any window, but it pages nobody.
     backfill: bool = Field(default=False, exclude_if=lambda v: not v)
+    # The window again, after events of a restatable kind (app crashes
+    # uploaded hours after they happened) reached it once it had closed: a
+    # correction of the published window, neither learned nor paged.
+    restated: bool = Field(default=False, exclude_if=lambda v: not v)
 
     @property
     def series(self) -> str:

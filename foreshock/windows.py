@@ -27,6 +27,14 @@ When a window closes, every (layer, service) the shard has seen recently gets
 its KPIs for it; a service that sent nothing gets `no_data` records, so that a
 silent service is visible instead of skipped.
 
+Some events are late by nature: an app uploads a crash report only when it
+is launched again, often hours later. An event of a restatable kind
+(`WindowPolicy.restatable_kinds`) whose window has closed, but which is not
+older than `WindowPolicy.restate_within_s`, is not late: it is added to the
+window it happened in, and that window's KPIs are published again, marked
+`restated`. For this the store keeps, for that long, the closed aggregates
+of the services whose KPIs a restatable kind feeds (the mobile apps).
+
 What the event times alone cannot tell is set by a `WindowPolicy`: when a
 shard that stopped advancing lets processing time close its windows (the
 idle timeout), when a closed window is old news (backfill), and how many
@@ -49,6 +57,7 @@ from foreshock.measure import Fields, observe_many
 from foreshock.metrics_kpis import MetricKpis
 from foreshock.records import ClosedBy, KpiRecord
 from foreshock.schema import Event
+from foreshock.version_kpis import VersionKpis
 
 __all__ = [
     "EPOCH",
@@ -209,6 +218,13 @@ class WindowPolicy:
     - `max_series_per_service`: distinct metric series (a gauge by name, a
       counter by name and labels) one service keeps; a sample of a further
       series is refused with reason `series_cap`.
+    - `restatable_kinds`: payload kinds that may arrive long after they
+      happened; one whose window has closed restates the window instead
+      of being late, as long as it is at most `restate_within_s` older
+      than the latest event time. `restate_within_s` None: no event
+      restates, every one is late once its window has closed.
+      Metric samples cannot be restated: a counter's increase depends on
+      the order its samples came in.
     """
 
     idle_timeout_s: float | None = None
@@ -216,12 +232,16 @@ class WindowPolicy:
     backfill_clock: Literal["processing", "receive"] = "processing"
     max_services: int | None = None
     max_series_per_service: int | None = None
+    restatable_kinds: frozenset[str] = frozenset({"app_crash"})
+    restate_within_s: float | None = 24 * 3600.0
 
     def __post_init__(self) -> None:
-        for name in ("idle_timeout_s", "backfill_after_s"):
+        for name in ("idle_timeout_s", "backfill_after_s", "restate_within_s"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name} cannot be negative, got {value!r}")
+        if "metric_sample" in self.restatable_kinds:
+            raise ValueError("metric samples cannot be restated")
         for name in ("max_services", "max_series_per_service"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -268,6 +288,7 @@ class WindowStore:
     spec: WindowSpec = field(default_factory=WindowSpec)
     registry: KpiRegistry = field(default_factory=lambda: DEFAULT_REGISTRY)
     metric_kpis: MetricKpis = field(default_factory=MetricKpis)
+    version_kpis: VersionKpis = field(default_factory=VersionKpis)
     forget_after: int = 60
     policy: WindowPolicy = field(default_factory=WindowPolicy)
     next_to_close: int | None = None
@@ -293,6 +314,23 @@ class WindowStore:
     _pending: dict[_GroupKey, tuple[list[Aggregate], list[Fields]]] = field(
         default_factory=dict
     )
+    # Closed aggregates a restatable event may still reach, by window index
+    # in closing order, and the (window, service) it reached in this batch.
+    _kept: dict[int, dict[ServiceKey, Aggregate]] = field(default_factory=dict)
+    _restating: set[tuple[int, ServiceKey]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        # Kinds whose aggregates are kept: those that feed a KPI together
+        # with a restatable kind (launches, the crash rate's denominator).
+        restatable = self.policy.restatable_kinds
+        if self.policy.restate_within_s is None:
+            restatable = frozenset()
+        self._keep_kinds = frozenset(
+            source
+            for kpi in self.registry
+            if not restatable.isdisjoint(kpi.sources)
+            for source in kpi.sources
+        )
 
     def state(self) -> dict[str, object]:
         """What a snapshot must keep: data only, never the KPI definitions."""
@@ -308,6 +346,7 @@ class WindowStore:
             "ready": self._ready,
             "close_at_us": self._close_at_us,
             "closed_any": self._closed_any,
+            "kept": self._kept,
         }
 
     def restore(self, state: dict[str, object]) -> None:
@@ -322,6 +361,7 @@ class WindowStore:
         self._ready = state["ready"]  # type: ignore[assignment]
         self._close_at_us = _restored_micros(state, "close_at_us", "close_at") or 0
         self._closed_any = state["closed_any"]  # type: ignore[assignment]
+        self._kept = state.get("kept", {})  # type: ignore[assignment]
 
     @property
     def max_event_time(self) -> datetime | None:
@@ -363,6 +403,8 @@ class WindowStore:
         lateness = spec._lateness_us
         pending, admitted = self._pending, self._series
         first, max_us, close_at = self.next_to_close, self._max_us, self._close_at_us
+        restatable = self.policy.restatable_kinds if self._keep_kinds else frozenset()
+        restate_us = _seconds_to_us(self.policy.restate_within_s or 0)
         advanced = max_us
         try:
             for position, (t_us, layer, service, kind, fields) in enumerate(samples):
@@ -374,7 +416,13 @@ class WindowStore:
                     first = low
                 elif low < first:
                     assert max_us is not None
-                    late.append((position, low, max_us - lateness))
+                    closed = range(low, min(last, first - 1) + 1)
+                    if not (
+                        kind in restatable
+                        and max_us - t_us <= restate_us
+                        and self._restates(closed, layer, service, kind, fields)
+                    ):
+                        late.append((position, low, max_us - lateness))
                     # A sliding window may still hold it: it counts there.
                     if last < first:
                         continue
@@ -413,6 +461,8 @@ class WindowStore:
             if max_us != advanced:
                 self._advanced_at_us = self.now_us
         self._flush()
+        if self._restating:
+            self._ready.extend(self._restated())
         return late
 
     def close_ready(self) -> list[KpiRecord]:
@@ -553,6 +603,45 @@ class WindowStore:
             entry[1].append(fields)
         return True
 
+    def _restates(
+        self, closed: range, layer: Layer, service: str, kind: str, fields: Fields
+    ) -> bool:
+        """Add a late event to its kept windows; False if any was not kept."""
+        key = (layer, service)
+        if key not in self._series or any(i not in self._kept for i in closed):
+            return False
+        for index in closed:
+            windows = self._kept[index]
+            agg = windows.get(key)
+            if agg is None:
+                agg = windows[key] = Aggregate()
+            observe_many(agg, kind, [fields])
+            self._restating.add((index, key))
+        return True
+
+    def _restated(self) -> Iterator[KpiRecord]:
+        """The KPIs, again, of every window a late event restated."""
+        for index, key in sorted(self._restating):
+            start, end = self.spec.start(index), self.spec.end(index)
+            mark = _Mark(start, end, "watermark", False, restated=True)
+            # Only what the window holds: no `no_traffic` for later versions.
+            yield from self._kpi_records(key, self._kept[index][key], _Known(), mark)
+        self._restating.clear()
+
+    def _keep(self, index: int, windows: dict[ServiceKey, Aggregate]) -> None:
+        """Keep what a restatable event may reach; forget what none can."""
+        keep = self._keep_kinds
+        kept = {k: agg for k, agg in windows.items() if not agg.kinds.isdisjoint(keep)}
+        if kept:
+            self._kept[index] = kept
+        assert self._max_us is not None
+        horizon_us = self._max_us - _seconds_to_us(self.policy.restate_within_s or 0)
+        while self._kept:
+            oldest = next(iter(self._kept))
+            if self.spec.end_us(oldest) >= horizon_us:
+                break
+            del self._kept[oldest]
+
     def _refuse(self, position: int, key: ServiceKey, detail: str) -> None:
         self.refused.append((position, SERIES_CAP, detail))
         if key in self._warned:
@@ -615,6 +704,8 @@ class WindowStore:
 
     def _close(self, index: int, closed_by: ClosedBy) -> Iterator[KpiRecord]:
         windows = self._open.pop(index, {})
+        if self._keep_kinds and windows:
+            self._keep(index, windows)
         mark = _Mark(
             self.spec.start(index),
             self.spec.end(index),
@@ -669,12 +760,18 @@ class WindowStore:
                 yield kpi
         for name in self.metric_kpis.names(agg, known.kpis):
             yield self.metric_kpis.get(name)
+        for name in self.version_kpis.names(agg, known.kpis):
+            yield self._kpi_named(name)
+
+    def _kpi_named(self, name: str) -> Kpi:
+        kpi = self.registry.get(name) or self.version_kpis.get(name)
+        return kpi or self.metric_kpis.get(name)
 
     def _no_data(
         self, key: ServiceKey, known: _Known, mark: _Mark
     ) -> Iterator[KpiRecord]:
         for name in sorted(known.kpis):
-            kpi = self.registry.get(name) or self.metric_kpis.get(name)
+            kpi = self._kpi_named(name)
             yield mark.record(key, kpi, None, "no_data", 0, 0)
 
     def _add_counter(
@@ -718,7 +815,13 @@ class _Mark:
     __slots__ = ("_template",)
 
     def __init__(
-        self, start: datetime, end: datetime, closed_by: ClosedBy, backfill: bool
+        self,
+        start: datetime,
+        end: datetime,
+        closed_by: ClosedBy,
+        backfill: bool,
+        *,
+        restated: bool = False,
     ) -> None:
         # Every field in its place, so that copies keep the field order.
         self._template = KpiRecord.model_construct(
@@ -737,6 +840,7 @@ class _Mark:
             rejected_values=0,
             closed_by=closed_by,
             backfill=backfill,
+            restated=restated,
         )
 
     def record(

@@ -24,6 +24,10 @@ _PAYLOAD_FIELDS: dict[str, tuple[str, dict[str, str]]] = {
     "http_request": ("http_request", {"value": "duration_ms", "status": "status"}),
     "query": ("db_query", {"value": "duration_ms"}),
     "heartbeat": ("heartbeat", {}),
+    # A mobile session starts with a launch; a crash keeps the version it
+    # happened in, whichever version uploaded it.
+    "session_start": ("app_launch", {"app_version": "app_version"}),
+    "crash": ("app_crash", {"app_version": "app_version"}),
 }
 
 
