@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 
 INCIDENT_ALERT = "ForeshockIncident"
 WARNING_ALERT = "ForeshockEarlyWarning"
+# A telemetry gap: for whoever runs the pipeline, never a page.
+DATA_GAP_ALERT = "ForeshockDataGap"
 _API_PATH = "/api/v2/alerts"
 _TEMPLATE_FIELDS = ("id", "kind", "alertname", "service", "root_cause", "layer")
 
@@ -201,7 +203,8 @@ class AlertPublisher:
                 self._take_incident(record, now)
             elif isinstance(record, EarlyWarning):
                 self._take_warning(record, now)
-            # A data gap is for the telemetry pipeline's owners: no page.
+            else:
+                self._take_gap(record, now)
             self._flush(now)
 
     def tick(self, now: datetime) -> None:
@@ -243,6 +246,35 @@ class AlertPublisher:
         for service in warning.at_risk:
             alert = self._warning_alert(warning, service, now)
             self._open[f"{warning.id}/{service}"] = _Open(alert, until=until)
+
+    def _take_gap(self, gap: DataGap, now: datetime) -> None:
+        alert = self._gap_alert(gap, now)
+        self._open.pop(gap.id, None)
+        if gap.status == "closed":
+            self._end(alert, min(gap.until or now, now), now)
+        else:
+            self._open[gap.id] = _Open(alert)
+
+    def _gap_alert(self, gap: DataGap, now: datetime) -> Alert:
+        labels = _labels(
+            alertname=DATA_GAP_ALERT,
+            service=gap.service,
+            layer=gap.layer.value,
+            severity="info",
+            gap_id=gap.id,
+        )
+        users = ", ".join(gap.users) or "no user-facing service"
+        summary = (
+            f"no telemetry from {gap.layer.value}/{gap.service} since "
+            f"{gap.since:%H:%M}Z while its users ({users}) are fine"
+        )
+        description = (
+            "Every series of the service has had no data; its users show no "
+            "symptom, so the telemetry pipeline (agent, collector, topic) is "
+            "the likelier cause than the service. Not a page."
+        )
+        fields = _fields(gap.id, "data-gap", labels)
+        return self._alert(labels, summary, description, min(gap.since, now), fields)
 
     def _end(self, alert: Alert, ends_at: datetime, now: datetime) -> None:
         give_up = now + timedelta(seconds=self.config.hold_s)

@@ -19,7 +19,7 @@ from connectors.alertmanager import (
 )
 from foreshock.config import Settings
 from foreshock.layers import Layer
-from foreshock.records import Candidate, EarlyWarning, Evidence, Incident
+from foreshock.records import Candidate, DataGap, EarlyWarning, Evidence, Incident
 from tests.alertmanager_helpers import (
     RunningAlertmanager,
     Webhook,
@@ -362,3 +362,44 @@ def test_the_sink_keeps_open_alerts_alive_from_its_own_thread(
 def test_a_bad_alertmanager_setting_is_refused_when_settings_load() -> None:
     with pytest.raises(ValidationError, match="must exceed resend_interval_s"):
         Settings(alertmanager={"url": "http://127.0.0.1:9093", "hold_s": 30})
+
+
+def test_a_data_gap_goes_to_the_pipeline_owners_and_ends_when_data_returns(
+    alertmanager: RunningAlertmanager, webhook: Webhook
+) -> None:
+    publisher = AlertPublisher(_config(alertmanager.url))
+    gap = DataGap(
+        id="gap-1",
+        status="open",
+        service="catalog-api",
+        layer=Layer.API,
+        since=T0 + timedelta(minutes=8),
+        until=None,
+        published_at=T0 + timedelta(minutes=10),
+        users=["catalog-journey", "web-storefront"],
+    )
+    publisher.publish(gap, _now())
+
+    [alert] = alertmanager.alerts(gap_id="gap-1")
+    assert alert["labels"] == {
+        "alertname": "ForeshockDataGap",
+        "service": "catalog-api",
+        "layer": "api",
+        "severity": "info",
+        "gap_id": "gap-1",
+    }
+    assert alert["receivers"] == [{"name": "telemetry-pipeline"}]
+    assert alert["annotations"]["summary"] == (
+        "no telemetry from api/catalog-api since 09:08Z while its users "
+        "(catalog-journey, web-storefront) are fine"
+    )
+
+    closed = gap.model_copy(
+        update={"status": "closed", "until": T0 + timedelta(minutes=19)}
+    )
+    publisher.publish(closed, _now())
+
+    assert alertmanager.alerts(gap_id="gap-1") == []
+    [notice] = wait_for("the close", lambda: webhook.notifications("resolved"))
+    assert notice["receiver"] == "telemetry-pipeline"
+    assert _time(notice["alerts"][0]["endsAt"]) == T0 + timedelta(minutes=19)
