@@ -29,7 +29,11 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import ClusterMetadata  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ClusterMetadata,
+    NewTopic,
+)
 
 from connectors.messages import OutMessage, RawBatch, RawMessage
 from foreshock import telemetry
@@ -41,6 +45,7 @@ __all__ = [
     "MissingTopicError",
     "StartingOffset",
     "consume_all",
+    "ensure_topics",
     "produce_all",
 ]
 
@@ -571,6 +576,41 @@ class _ProducerPartition(StatelessSinkPartition[OutMessage]):
 
     def _on_client_error(self, error: KafkaError) -> None:
         _LOG.warning("kafka sink error error=%s", error)
+
+
+def ensure_topics(
+    client: dict[str, Any],
+    topics: Iterable[str],
+    *,
+    create: bool,
+    timeout_s: float = 30,
+) -> list[str]:
+    """Make sure `topics` exist; return those this call created.
+
+    With `create`, missing topics are made with the broker's defaults for
+    partitions and replication. Without it, a missing topic is an error that
+    names every missing one, raised before any work starts.
+    """
+    admin = AdminClient(client)
+    wanted = sorted(set(topics))
+    known = admin.list_topics(timeout=timeout_s).topics
+    missing = [t for t in wanted if t not in known]
+    if missing and not create:
+        raise MissingTopicError(
+            f"missing Kafka topics: {', '.join(missing)}; create them, or set "
+            "kafka.create_topics = true"
+        )
+    if not missing:
+        return []
+    futures = admin.create_topics([NewTopic(t) for t in missing])
+    for topic, future in futures.items():
+        try:
+            future.result(timeout=timeout_s)
+        except KafkaException as error:
+            if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+        _LOG.info("created topic=%s", topic)
+    return missing
 
 
 def produce_all(

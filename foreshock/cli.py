@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import KafkaException
+from pydantic import ValidationError
 
 from foreshock.layers import Layer
 
@@ -33,8 +37,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "run"):
         parser.print_help()
         return 2
-    result: int = args.run(args)
+    # `foreshock demo | head`: stop quietly when the reader goes away.
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    try:
+        result: int = args.run(args)
+    except _USER_ERRORS as error:
+        # Mistakes in what was asked (a setting, a path, an unreachable
+        # broker) get one line; `-v` shows the whole traceback.
+        if args.verbose:
+            raise
+        print(f"foreshock: {_said(error)}", file=sys.stderr)
+        return 2
     return result
+
+
+def _said(error: BaseException) -> str:
+    if isinstance(error, ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()
+        )
+        return f"invalid settings: {problems}"
+    if isinstance(error, FileNotFoundError) and error.filename:
+        return f"no such file: {error.filename}"
+    if isinstance(error, KafkaException):
+        return f"Kafka: {error.args[0].str() if error.args else error}"
+    return str(error)
+
+
+_USER_ERRORS = (ValidationError, FileNotFoundError, KafkaException, ValueError)
 
 
 def _parser() -> argparse.ArgumentParser:

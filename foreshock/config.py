@@ -57,6 +57,10 @@ class KafkaSettings(_Section):
     # Input topic -> format of its records (`foreshock.decode` lists them);
     # a topic not named here carries native events.
     formats: dict[str, str] = Field(default_factory=dict)
+    # Missing input and output topics are created at start with the
+    # broker's defaults; false where topics are managed elsewhere: a missing
+    # one then stops the job at start, named.
+    create_topics: bool = True
     # A record value larger than this is a dead letter ("too_large") before
     # any decoder reads it; 0 leaves only the broker's own bound.
     max_message_bytes: int = Field(default=4_194_304, ge=0)

@@ -89,6 +89,10 @@ def list_incidents(
     head = f"{len(opened)} open"
     if not only_open:
         head += f", {len(resolved)} resolved since {since:%Y-%m-%d %H:%M}Z"
+    older = sum(1 for i in current if i.resolved_at is not None) - len(resolved)
+    if older and not only_open:
+        # Replayed data is often older than the default day: say it is there.
+        head += f" ({older} resolved before; widen --since to see them)"
     blocks = [_block(i, base_url) for i in (*opened, *resolved)]
     return "\n\n".join([head, *blocks]) + "\n"
 

@@ -13,7 +13,7 @@ from bytewax.run import cli_main
 
 from connectors.alertmanager import AlertmanagerConfig, AlertmanagerSink
 from connectors.fanout import FanOutSink
-from connectors.kafka import KafkaSink, KafkaSource
+from connectors.kafka import KafkaSink, KafkaSource, ensure_topics
 from connectors.reports import ReportDirectorySink
 from connectors.routing import encoder
 from connectors.webhook import WebhookSink
@@ -155,6 +155,14 @@ def run_kafka_job(config: Path | None, *, until_end: bool = False) -> int:
         settings.kafka.bootstrap_servers,
         redacted_url(settings.alertmanager.url),
     )
+    ensure_topics(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            **settings.kafka.client,
+        },
+        [*settings.kafka.input_topics, *_output_topics(settings)],
+        create=settings.kafka.create_topics,
+    )
     recovery = open_store(settings.recovery, settings.cluster)
     m = settings.metrics
     metrics = serve_metrics(m.port, m.address) if m.enabled else None
@@ -167,6 +175,16 @@ def run_kafka_job(config: Path | None, *, until_end: bool = False) -> int:
             metrics.close()
     log.info("stopped")
     return 0
+
+
+def _output_topics(settings: Settings) -> list[str]:
+    """Every topic the job writes to, feedback included when it reads it."""
+    names = [
+        name
+        for field, name in settings.topics.model_dump().items()
+        if field != "feedback" or settings.feedback.enabled
+    ]
+    return names
 
 
 def execute(
@@ -213,7 +231,20 @@ def replay_dataset(
     days = sorted(p for p in (data / "rca_data").iterdir() if p.is_dir())
     if day is not None:
         days = [p for p in days if p.name == day]
+    if not days:
+        raise FileNotFoundError(
+            f"no day {day or '*'!r} under {data / 'rca_data'}: expected a Nezha "
+            "folder with rca_data/<day>/"
+        )
     target = topic or settings.kafka.input_topics[0]
+    ensure_topics(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            **settings.kafka.client,
+        },
+        [target],
+        create=settings.kafka.create_topics,
+    )
     for folder in days:
         sent = replay(
             load_day(folder).batches(5000),

@@ -26,6 +26,7 @@ from connectors.kafka import (
     KafkaSource,
     MissingTopicError,
     consume_all,
+    ensure_topics,
     produce_all,
 )
 from connectors.messages import OutMessage, RawBatch, RawMessage
@@ -282,3 +283,17 @@ def test_fetch_with_a_complete_cache_runs_no_maven(
 
     assert fetch() == libs
     assert sorted(libs.glob("kafka_2.13-*.jar"))
+
+
+def test_missing_topics_are_created_or_named(kafka_bootstrap: str) -> None:
+    client = {"bootstrap.servers": kafka_bootstrap}
+    suffix = uuid.uuid4().hex[:8]
+    wanted = [f"made-{suffix}-a", f"made-{suffix}-b"]
+
+    with pytest.raises(MissingTopicError, match=f"made-{suffix}-a, made-{suffix}-b"):
+        ensure_topics(client, wanted, create=False)
+    created = ensure_topics(client, wanted, create=True)
+    again = ensure_topics(client, wanted, create=False)
+
+    assert created == wanted
+    assert again == []

@@ -103,7 +103,8 @@ def test_incidents_lists_open_then_recently_resolved(
     out, err = capsys.readouterr()
     assert code == 0
     assert out == (
-        "1 open, 1 resolved since 2025-03-04 00:00Z\n"
+        "1 open, 1 resolved since 2025-03-04 00:00Z "
+        "(1 resolved before; widen --since to see them)\n"
         "\n"
         "OPEN      inc-app-1105  app crash_rate degraded\n"
         "          opened 2025-03-04 11:05Z, last updated 11:10Z\n"
