@@ -9,6 +9,8 @@ Kafka sink would write it, `topic<TAB>value` per line, for trying consumers.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -113,10 +115,10 @@ def run_demo(
     started = time.perf_counter()
     report = simulate(stack, _print_live, reports)
     seconds = time.perf_counter() - started
-    print(_summary(stack, report, seconds))
+    _emit(_summary(stack, report, seconds) + "\n")
     if reports is not None:
         for incident_id in report.incidents:
-            print(f"  report: {reports / f'{incident_id}.html'}")
+            _emit(f"  report: {reports / f'{incident_id}.html'}\n")
     return 0
 
 
@@ -125,18 +127,30 @@ def _message_printer(output: OutputSettings) -> Callable[[Record], None]:
 
     def print_message(record: Record) -> None:
         message = encode(record)
-        print(f"{message.topic}\t{message.value.decode()}")
+        _emit(f"{message.topic}\t{message.value.decode()}\n")
 
     return print_message
 
 
 def _print_live(record: Record) -> None:
     if isinstance(record, Incident) and record.status in ("open", "resolved"):
-        print(describe_incident(record), end="\n\n", flush=True)
+        _emit(describe_incident(record) + "\n\n")
     elif isinstance(record, EarlyWarning):
-        print(describe_warning(record), end="\n\n", flush=True)
+        _emit(describe_warning(record) + "\n\n")
     elif isinstance(record, DataGap):
-        print(describe_gap(record), end="\n\n", flush=True)
+        _emit(describe_gap(record) + "\n\n")
+
+
+def _emit(text: str) -> None:
+    """Write to stdout; once its reader has gone (`| head`), write nowhere."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The rest of the run goes to /dev/null, so that neither this flow
+        # nor Python's exit trips over the closed pipe again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 def _summary(stack: SimulatedStack, report: DemoReport, seconds: float) -> str:
