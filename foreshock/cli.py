@@ -337,25 +337,25 @@ def _topology(args: argparse.Namespace) -> int:
 def _bench_nab(args: argparse.Namespace) -> int:
     from foreshock.benchmarks import nab
 
-    return nab.main(args.rest)
+    return nab.main(args.rest, prog="foreshock bench nab")
 
 
 def _bench_rca(args: argparse.Namespace) -> int:
     from foreshock.benchmarks import rca
 
-    return rca.main(args.rest)
+    return rca.main(args.rest, prog="foreshock bench rca")
 
 
 def _bench_throughput(args: argparse.Namespace) -> int:
     from foreshock.benchmarks import throughput
 
-    return throughput.main(args.rest)
+    return throughput.main(args.rest, prog="foreshock bench throughput")
 
 
 def _bench_series(args: argparse.Namespace) -> int:
     from foreshock.benchmarks import series
 
-    return series.main(args.rest)
+    return series.main(args.rest, prog="foreshock bench series")
 
 
 # Commands that parse their own options from what argparse left over.

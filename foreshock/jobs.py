@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from connectors.routing import encoder
 from connectors.webhook import WebhookSink
 from flows.pipeline import FlowConfig, build_flow, tune_garbage_collector
 from flows.reports import ReportOutput
+from foreshock import telemetry
 from foreshock.config import Settings, load_settings, redacted_url
 from foreshock.correlation import CorrelationConfig, Output
 from foreshock.decode import CHANGE_FORMAT, Decoder, decoder_for
@@ -174,6 +176,8 @@ def run_kafka_job(config: Path | None, *, until_end: bool = False) -> int:
         if metrics is not None:
             metrics.close()
     log.info("stopped")
+    if until_end:
+        print(f"done: {telemetry.summary()}", file=sys.stderr)
     return 0
 
 

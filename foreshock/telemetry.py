@@ -232,3 +232,30 @@ def serve_metrics(port: int, address: str = "0.0.0.0") -> MetricsServer:
     metrics = MetricsServer(server, thread)
     log.info("metrics served address=%s port=%s", address, metrics.port)
     return metrics
+
+
+def summary() -> str:
+    """One line of what this process has done so far, for a person."""
+
+    def total(name: str) -> int:
+        return int(
+            sum(
+                sample.value
+                for metric in REGISTRY.collect()
+                if metric.name == name
+                for sample in metric.samples
+                if sample.name == f"{name}_total"
+            )
+        )
+
+    return (
+        f"{total('foreshock_events_in')} records read, "
+        f"{total('foreshock_events_decoded')} events decoded, "
+        f"{total('foreshock_dead_letters')} dead letters, "
+        f"{total('foreshock_late_events')} late; "
+        f"{total('foreshock_windows_closed')} windows closed, "
+        f"{total('foreshock_anomalies')} anomalies, "
+        f"{total('foreshock_early_warnings')} early warnings, "
+        f"{total('foreshock_incidents_opened')} incidents opened, "
+        f"{total('foreshock_incidents_resolved')} resolved"
+    )

@@ -172,10 +172,11 @@ def _score_profile(
     return round(normalised_score(raw, windows, profile), 2)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Command line: run the benchmark and report its scores."""
     parser = argparse.ArgumentParser(
-        prog="python -m foreshock.benchmarks.nab", description=__doc__.splitlines()[0]
+        prog=prog or "python -m foreshock.benchmarks.nab",
+        description=__doc__.splitlines()[0],
     )
     parser.add_argument("--data", type=Path, required=True, help="NAB-layout folder")
     parser.add_argument("--output", type=Path, required=True, help="results folder")

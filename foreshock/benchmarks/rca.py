@@ -564,10 +564,11 @@ def _fraction(part: int, whole: int) -> float:
 # -- command line --------------------------------------------------------------------
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Command line: run the benchmark and report its figures."""
     parser = argparse.ArgumentParser(
-        prog="python -m foreshock.benchmarks.rca", description=__doc__.splitlines()[0]
+        prog=prog or "python -m foreshock.benchmarks.rca",
+        description=__doc__.splitlines()[0],
     )
     parser.add_argument("--dataset", choices=sorted(DATASETS), required=True)
     parser.add_argument("--data", type=Path, required=True, help="dataset folder")

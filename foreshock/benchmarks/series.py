@@ -123,10 +123,10 @@ def measure_series(series: int, history: int, config: FlowConfig) -> dict[str, A
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Command line: measure, print the figures."""
     parser = argparse.ArgumentParser(
-        prog="python -m foreshock.benchmarks.series",
+        prog=prog or "python -m foreshock.benchmarks.series",
         description=(__doc__ or "").splitlines()[0],
     )
     parser.add_argument("--series", type=int, default=100_000)

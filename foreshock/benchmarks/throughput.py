@@ -369,10 +369,10 @@ def machine() -> dict[str, Any]:
     return {"cores": os.cpu_count(), "cpu": model, "python": platform.python_version()}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Command line: fill a topic, measure baseline and flow, print figures."""
     parser = argparse.ArgumentParser(
-        prog="python -m foreshock.benchmarks.throughput",
+        prog=prog or "python -m foreshock.benchmarks.throughput",
         description=(__doc__ or "").splitlines()[0],
     )
     defaults = TrafficSpec()
