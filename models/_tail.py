@@ -22,7 +22,7 @@ import math
 from array import array
 from bisect import bisect_left, bisect_right, insort
 
-__all__ = ["SlidingTail", "float32_range"]
+__all__ = ["SlidingTail", "float32_range", "warmup_score"]
 
 # Fraction of the window taken as "top values" for the tail extension.
 _TOP_SHARE = 0.1
@@ -144,3 +144,26 @@ class SlidingTail:
         k = max(1, int(_TOP_SHARE * len(self._sorted)))
         bottom = self._sorted[:k]
         return self._sorted[k if k < len(self._sorted) else -1] - sum(bottom) / k
+
+
+# A warm-up rule needs some history too: twenty values.
+_WARMUP_MIN_SAMPLES = 20
+
+
+def warmup_score(values: SlidingTail, x: float, direction: str) -> float:
+    """Score from a plain rule while too little is known for tail views.
+
+    Silent until twenty values were seen. Then a value scores by how far it
+    leaves the range seen so far, in units of the series' level (or of that
+    range, if wider): 0.5 one unit above the highest value, 1 two units above
+    (about three times the median of a calm series); on the low side 1
+    already half a unit below the lowest, since a level cannot fall by more
+    than itself. `direction` is the side that counts: "up", "down" or "both".
+    """
+    if len(values) < _WARMUP_MIN_SAMPLES:
+        return 0.0
+    low, mid, high = values.quantile(0.0), values.quantile(0.5), values.quantile(1)
+    unit = max(high - low, abs(mid), 1e-9)
+    up = (x - high) / unit / 2.0 if direction != "down" else 0.0
+    down = (low - x) / unit * 2.0 if direction != "up" else 0.0
+    return min(1.0, max(0.0, up, down))

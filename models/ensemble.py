@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from models._tail import SlidingTail
+from models._tail import SlidingTail, warmup_score
 from models.base import DetectorState, Score
 
 __all__ = ["EnsembleConfig", "EnsembleDetector"]
@@ -42,8 +42,6 @@ _SEASON_ADVANTAGE = 0.7
 _ERROR_ALPHA = 0.01
 # A seasonal residual view needs this many residuals before it judges.
 _SEASON_MIN_RESIDUALS = 50
-# A rule needs some history too: the trailing median of twenty windows.
-_WARMUP_MIN_SAMPLES = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +114,8 @@ class EnsembleDetector:
             return Score(0.0, expected, 0, self._state())
         side = (x > expected) - (x < expected)
         if self._state() == "warming_up":
-            return Score(self._warmup_rule(x), expected, side, "warming_up")
+            rough = warmup_score(self._values, x, self.direction)
+            return Score(rough, expected, side, "warming_up")
 
         d = self._surprise(x, t)
         value = self._calibrate(d)
@@ -136,25 +135,6 @@ class EnsembleDetector:
 
     def _state(self) -> DetectorState:
         return "ready" if self._seen >= self.config.warmup else "warming_up"
-
-    def _warmup_rule(self, x: float) -> float:
-        """Score from a plain rule while too little is known for tail views.
-
-        Silent until `_WARMUP_MIN_SAMPLES` values were seen. Then a value
-        scores by how far it leaves the range seen so far, in units of the
-        series' level (or of that range, if wider): 0.5 one unit above the
-        highest value, 1 two units above (about three times the median of a
-        calm series); on the low side 1 already half a unit below the lowest,
-        since a level cannot fall by more than itself.
-        """
-        values = self._values
-        if len(values) < _WARMUP_MIN_SAMPLES:
-            return 0.0
-        low, mid, high = values.quantile(0.0), values.quantile(0.5), values.quantile(1)
-        unit = max(high - low, abs(mid), 1e-9)
-        up = (x - high) / unit / 2.0 if self.direction != "down" else 0.0
-        down = (low - x) / unit * 2.0 if self.direction != "up" else 0.0
-        return min(1.0, max(0.0, up, down))
 
     def _expected(self, t: datetime) -> float | None:
         slot = self._slot_mean(t)

@@ -54,13 +54,11 @@ from datetime import datetime
 from models._blocks import BlockTail
 from models._context import TransitionNovelty
 from models._seasonal import SeasonalMemory
-from models._tail import SlidingTail
+from models._tail import SlidingTail, warmup_score
 from models.base import DetectorState, Score
 
 __all__ = ["LongTailConfig", "LongTailDetector", "held_residual"]
 
-# The warm-up rule needs some history too: twenty values.
-_WARMUP_MIN_SAMPLES = 20
 # Surprises below this many decades are far from any threshold in use.
 _NEGLIGIBLE_DECADES = 1.0
 
@@ -232,7 +230,8 @@ class LongTailDetector:
             return Score(0.0, expected, 0, self._state())
         side = (x > expected) - (x < expected)
         if self._state() == "warming_up":
-            return Score(self._warmup_rule(x), expected, side, "warming_up")
+            rough = warmup_score(self._level.short, x, self.direction)
+            return Score(rough, expected, side, "warming_up")
 
         judgement = self._judge(x, t)
         value = self._calibrate(judgement.decades)
@@ -259,23 +258,6 @@ class LongTailDetector:
 
     def _state(self) -> DetectorState:
         return "ready" if self._seen >= self.config.warmup else "warming_up"
-
-    def _warmup_rule(self, x: float) -> float:
-        """Score by how far `x` leaves the range seen so far, while warming up.
-
-        The same rule as the ensemble detector's: silent on fewer than 20
-        values; then distance above the highest value in units of the
-        series' level (or of its range, if wider), 0.5 at one unit; below
-        the lowest value, 1 already at half a unit.
-        """
-        values = self._level.short
-        if len(values) < _WARMUP_MIN_SAMPLES:
-            return 0.0
-        low, mid, high = values.quantile(0.0), values.quantile(0.5), values.quantile(1)
-        unit = max(high - low, abs(mid), 1e-9)
-        up = (x - high) / unit / 2.0 if self.direction != "down" else 0.0
-        down = (low - x) / unit * 2.0 if self.direction != "up" else 0.0
-        return min(1.0, max(0.0, up, down))
 
     def _judge(self, x: float, t: datetime) -> _Judgement:
         """The largest surprise of the views, on the side(s) that matter.
