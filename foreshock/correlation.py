@@ -467,35 +467,31 @@ class Correlator:
             by_service[a.service].append(a)
         for service, found in sorted(by_service.items()):
             current = self._incident_for(service)
-            if current is None and (current := self._recent_for(service)):
+            if current is None:
                 # Users hit again within the cool-down: the same failure.
-                self._recent.remove(current)
-                self._open.append(current)
-                current.incident = self._picture(current, now, "open").model_copy(
-                    update={"resolved_at": None}
-                )
-                current.emitted_top = _top(current.incident)
-                yield current.incident
-            elif current is None:
-                current = self._start(service, found, now)
+                current = self._incident_for(service, self._recent)
+                if current is not None:
+                    self._recent.remove(current)
+                    current.incident = self._picture(current, now, "open")
+                    current.incident = current.incident.model_copy(
+                        update={"resolved_at": None}
+                    )
+                    current.emitted_top = _top(current.incident)
+                else:
+                    current = self._start(service, found, now)
                 self._open.append(current)
                 yield current.incident
             current.user_services.add(service)
             for a in found:
                 current.symptoms[(a.layer, a.service, a.kpi)] = 0
 
-    def _recent_for(self, service: str) -> _Open | None:
-        mine = set(self.topology.dependencies(service))
-        for current in self._recent:
-            if service in current.user_services or mine & self._scope(current):
-                return current
-        return None
-
-    def _incident_for(self, service: str) -> _Open | None:
+    def _incident_for(
+        self, service: str, among: list[_Open] | None = None
+    ) -> _Open | None:
         # Users of the web and of the app hit by one failed dependency share
         # one incident: they join when they share a dependency.
         mine = set(self.topology.dependencies(service))
-        for current in self._open:
+        for current in self._open if among is None else among:
             if service in current.user_services or mine & self._scope(current):
                 return current
         return None
