@@ -10,11 +10,14 @@ from __future__ import annotations
 import logging
 import pickle
 import time
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from operator import itemgetter
 
+import msgspec
 from bytewax.operators import StatefulBatchLogic, StatefulLogic
 
 from connectors.messages import RawBatch, RawMessage
@@ -33,7 +36,7 @@ from foreshock.feedback import Feedback
 from foreshock.kpis import Kpi
 from foreshock.native_scan import scan_native
 from foreshock.records import Change, DeadLetter, KpiRecord, KpiScore, LateEvent
-from foreshock.schema import Event
+from foreshock.schema import EVENT_ADAPTER, Event
 from foreshock.version_kpis import is_breakdown
 from foreshock.windows import (
     EPOCH,
@@ -291,7 +294,7 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
 
     def _reject(self, rejection: Rejection, message: RawMessage) -> DeadLetter | None:
         """The dead letter of a message refused whole; else log and count."""
-        if rejection.scope == "message":
+        if rejection.scope in ("message", "event"):
             return to_dead_letter(message, rejection)
         # Exclusions are expected traffic (bots), not data at risk.
         level = logging.WARNING
@@ -351,59 +354,137 @@ class _SkewBounds:
 
 # Further than any event time can be from a receive time.
 _UNCHECKED = 1 << 80
+_TIME = itemgetter(0)
 
 
 class _NativeBatch:
     """One batch of native messages on its way into the window store.
 
-    Samples are made one at a time as the store takes them, so that none
-    outlives its step: a batch's worth of live tuples got promoted by the
-    garbage collector and made it sweep the whole heap. What a dead letter,
-    a late or a quarantined event needs afterwards is kept aside, by sample
-    position. The receive time is handed to the store message by message,
-    so that a window closed by this very sample is judged with it.
+    The samples of the whole batch are gathered into one list, message by
+    message, so that the per-event work is the decoder's and the store's
+    alone. Where each sample came from is kept per message, not per
+    sample (`_Run`), and looked up only for the few samples that need it
+    afterwards: dead letters, late and quarantined events.
     """
 
     def __init__(self, logic: WindowLogic) -> None:
         self._logic = logic
-        self._origins: list[RawMessage] = []
-        self._slow: dict[int, Event] = {}
+        self._runs: list[_Run] = []
+        self._starts: list[int] = []
+        # The position the next message's first sample takes.
+        self._next = 0
         self._letters: list[tuple[int, int, WindowItem]] = []
-        # (position, sample, message, its event when the model made one)
-        self._skewed: list[tuple[int, Sample, RawMessage, Event | None]] = []
+        # (position, sample, message, its event when the model made one, or
+        # its place in the message when the fast decoder did)
+        self._skewed: list[tuple[int, Sample, RawMessage, Event | int]] = []
 
-    def samples(self, messages: Iterable[RawMessage]) -> Iterator[Sample]:
-        """The sample of every usable event, in input order (runs per event)."""
-        logic, origins = self._logic, self._origins
+    def samples(self, messages: Iterable[RawMessage]) -> Iterable[Sample]:
+        """The sample of every usable event, in input order.
+
+        Gathered into one list, unless windows are judged by receive time:
+        then the store takes them message by message, so that a window
+        closed by a message is judged by that message's receive time.
+        """
+        parts = self._parts(messages)
+        if self._logic._tracks_receipt:
+            return (sample for part in parts for sample in part)
+        gathered: list[Sample] = []
+        for part in parts:
+            gathered.extend(part)
+        return gathered
+
+    def _parts(self, messages: Iterable[RawMessage]) -> Iterator[list[Sample]]:
+        """The samples of each message that has any, in input order."""
+        logic = self._logic
         bound = logic.limits.max_message_bytes or _UNCHECKED
         # Receive times matter only to a skew bound or a receive-time
         # backfill clock; without either, no event pays for them.
-        ahead, behind = logic._skew.ahead_us, logic._skew.behind_us
-        track = logic._tracks_receipt
-        watch = logic._skew.checked or track
+        watch = logic._skew.checked or logic._tracks_receipt
         for message in messages:
             data = message.value
             if data is None:
                 logic.tombstones += 1
                 continue
             if len(data) > bound:
-                self._refuse(message, data)
+                self._refuse(message, data, self._next)
                 continue
-            sample = scan_native(data)
-            if sample is None:
-                yield from self._slowly(message, data)
-                continue
-            if watch and message.timestamp_ms is not None:
-                if track:
-                    logic._received(message)
-                lead = sample[0] - message.timestamp_ms * 1000
-                if lead > ahead or -lead > behind:
-                    self._skewed.append((len(origins), sample, message, None))
-                    continue
-            origins.append(message)
-            yield sample
+            scanned = scan_native(data)
+            if scanned is None:
+                scanned = self._slowly(message, data)
+            elif watch and message.timestamp_ms is not None:
+                scanned = self._received(scanned, message)
+            else:
+                self._add_run(_Run(message), len(scanned))
+            if scanned:
+                yield scanned
 
-    def _held(self, sample: Sample, message: RawMessage, event: Event | None) -> bool:
+    def _add_run(self, run: _Run, size: int) -> None:
+        self._runs.append(run)
+        self._starts.append(self._next)
+        self._next += size
+
+    def _run_of(self, position: int) -> tuple[_Run, int]:
+        """The run holding a sample position, and the sample's place in it."""
+        at = bisect_right(self._starts, position) - 1
+        return self._runs[at], position - self._starts[at]
+
+    def _received(self, samples: list[Sample], message: RawMessage) -> list[Sample]:
+        """The samples not quarantined for clock skew; notes the receipt."""
+        logic = self._logic
+        if logic._tracks_receipt:
+            logic._received(message)
+        received_us = (message.timestamp_ms or 0) * 1000
+        skew = logic._skew
+        # Usually every event is within bounds: two comparisons say so.
+        stamps = list(map(_TIME, samples))
+        if (
+            max(stamps) - received_us <= skew.ahead_us
+            and received_us - min(stamps) <= skew.behind_us
+        ):
+            self._add_run(_Run(message), len(samples))
+            return samples
+        kept: list[Sample] = []
+        places: list[int] = []
+        for element, sample in enumerate(samples):
+            if skew.beyond(sample[0] - received_us):
+                position = self._next + len(kept)
+                self._skewed.append((position, sample, message, element))
+            else:
+                kept.append(sample)
+                places.append(element)
+        if len(kept) == len(samples):
+            self._add_run(_Run(message), len(kept))
+            return samples
+        if kept:
+            self._add_run(_Run(message, places), len(kept))
+        return kept
+
+    def _refuse(self, message: RawMessage, data: bytes, position: int) -> None:
+        rejection = oversized(data, self._logic.limits)
+        assert rejection is not None
+        self._letters.append((position, 0, to_dead_letter(message, rejection)))
+
+    def _slowly(self, message: RawMessage, data: bytes) -> list[Sample]:
+        # The model decides, so that a dead letter keeps its exact reason.
+        events, rejections = decode_native(data)
+        for rejection in rejections:
+            letter = self._logic._reject(rejection, message)
+            if letter is not None:
+                self._letters.append((self._next, 0, letter))
+        kept: list[Event] = []
+        samples: list[Sample] = []
+        for event in events:
+            sample = sample_of(event)
+            if not self._held(sample, message, event, self._next + len(kept)):
+                kept.append(event)
+                samples.append(sample)
+        if kept:
+            self._add_run(_Run(message, None, kept), len(kept))
+        return samples
+
+    def _held(
+        self, sample: Sample, message: RawMessage, event: Event, position: int
+    ) -> bool:
         """Whether the sample is quarantined for clock skew; notes its receipt."""
         received = message.timestamp_ms
         if received is None:
@@ -412,30 +493,16 @@ class _NativeBatch:
             self._logic._received(message)
         if not self._logic._skew.beyond(sample[0] - received * 1000):
             return False
-        self._skewed.append((len(self._origins), sample, message, event))
+        self._skewed.append((position, sample, message, event))
         return True
 
-    def _refuse(self, message: RawMessage, data: bytes) -> None:
-        rejection = oversized(data, self._logic.limits)
-        assert rejection is not None
-        self._letters.append(
-            (len(self._origins), 0, to_dead_letter(message, rejection))
-        )
-
-    def _slowly(self, message: RawMessage, data: bytes) -> Iterator[Sample]:
-        # The model decides, so that a dead letter keeps its exact reason.
-        events, rejections = decode_native(data)
-        for rejection in rejections:
-            letter = self._logic._reject(rejection, message)
-            if letter is not None:
-                self._letters.append((len(self._origins), 0, letter))
-        for event in events:
-            sample = sample_of(event)
-            if self._held(sample, message, event):
-                continue
-            self._slow[len(self._origins)] = event
-            self._origins.append(message)
-            yield sample
+    def _event(self, position: int) -> tuple[RawMessage, Event]:
+        """The message of the sample at a position, and its event."""
+        run, place = self._run_of(position)
+        if run.events is not None:
+            return run.message, run.events[place]
+        element = place if run.places is None else run.places[place]
+        return run.message, _event_of(run.message, element)
 
     def rejected(self, late: list[LateSample], store: WindowStore) -> list[WindowItem]:
         """Dead letters, late and quarantined events in input order.
@@ -445,27 +512,48 @@ class _NativeBatch:
         """
         items = self._letters
         spec = store.spec
-        for position, sample, message, event in self._skewed:
-            event_id = (event or _event_of(message)).event_id
-            quarantined = self._logic._quarantine(sample, message, event_id)
+        for position, sample, message, found in self._skewed:
+            event = found if isinstance(found, Event) else _event_of(message, found)
+            quarantined = self._logic._quarantine(sample, message, event.event_id)
             items.append((position, 0, quarantined))
         for position, index, watermark_us in late:
-            message = self._origins[position]
-            event = self._slow.get(position) or _event_of(message)
+            message, event = self._event(position)
             watermark = EPOCH + timedelta(microseconds=watermark_us)
             late_event = _late(event, spec.start(index), watermark, message)
             items.append((position, 1, late_event))
         for position, _, detail in store.refused:
-            items.append((position, 1, _capped(self._origins[position], [detail])))
+            message = self._run_of(position)[0].message
+            items.append((position, 1, _capped(message, [detail])))
         items.sort(key=lambda item: item[:2])
         return [item for _, _, item in items]
 
 
-def _event_of(message: RawMessage) -> Event:
-    # Only for a late or quarantined event: the fast decoder made no model of
-    # it, and the model accepts whatever the fast decoder did.
-    events, _ = decode_native(message.value or b"")
-    return events[0]
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """The samples one message gave, side by side in a batch's list.
+
+    `places` maps each sample to its event's place in the message when some
+    of the message's events were held back; `events` holds the events when
+    the model decoded them (the slow way).
+    """
+
+    message: RawMessage
+    places: list[int] | None = None
+    events: list[Event] | None = None
+
+
+def _event_of(message: RawMessage, element: int) -> Event:
+    """The model of one event the fast decoder took (late or quarantined).
+
+    The model accepts whatever the fast decoder did. Of a batch, only the
+    event asked for is validated: a late event in a batch of hundreds
+    should not cost hundreds of validations.
+    """
+    data = message.value or b""
+    document = msgspec.json.decode(data)
+    if isinstance(document, list):
+        return EVENT_ADAPTER.validate_python(document[element])
+    return EVENT_ADAPTER.validate_json(data)
 
 
 def _capped(message: RawMessage, details: list[str]) -> DeadLetter:

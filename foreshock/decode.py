@@ -10,6 +10,8 @@ A rejection says what was refused, and how much:
 
 - scope "message": nothing in the message is usable; the flow writes it to
   the dead-letter topic with its reason.
+- scope "event": one event of a batch message is unusable; its dead letter
+  carries that event alone (`data`) and the batch's other events count.
 - scope "field": one measurement was impossible and is left out; the event
   keeps the field as NaN, so the window counts it as rejected by field name
   and every other measurement of the event still counts.
@@ -27,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import import_module
 from itertools import accumulate
@@ -37,7 +39,7 @@ from pydantic import ValidationError
 
 from connectors.messages import RawMessage
 from foreshock.records import DeadLetter
-from foreshock.schema import EVENT_ADAPTER, Event
+from foreshock.schema import EVENT_ADAPTER, EVENTS_ADAPTER, Event
 from foreshock.windows import Sample
 
 if TYPE_CHECKING:
@@ -64,7 +66,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Scope = Literal["message", "field", "excluded"]
+Scope = Literal["message", "event", "field", "excluded"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,8 @@ class Rejection:
 
     `field` names the measurement left out when `scope` is "field"; `event_id`
     says which event of the message it concerns, when the format has ids.
+    `data` is the refused event's own JSON when `scope` is "event", so that
+    its dead letter can be fixed and sent again without its batch.
     """
 
     reason: str
@@ -80,6 +84,7 @@ class Rejection:
     scope: Scope = "message"
     field: str | None = None
     event_id: str | None = None
+    data: bytes | None = None
 
 
 Decoded = tuple[list[Event], list[Rejection]]
@@ -184,26 +189,34 @@ TOMBSTONE = Tombstone()
 
 
 def decode_native(data: bytes) -> Decoded:
-    """Decode one native JSON event (see `foreshock.schema`)."""
+    """Decode one native JSON event, or a JSON array of them (a batch).
+
+    In a batch, each event stands alone: a refused one is a rejection of
+    scope "event" carrying its own JSON, and the others are kept.
+    """
     if not data.strip():
         return [], [Rejection("empty_payload", "the record's value is empty")]
+    batch = data.lstrip()[:1] == b"["
     try:
+        if batch:
+            return _each(EVENTS_ADAPTER.validate_json(data))
         return [EVENT_ADAPTER.validate_json(data)], []
     except ValidationError as error:
-        return _classify(data, error)
+        return _classify(data, error, batch)
     except RecursionError:
         return [], [_too_deep(_json_depth(data))]
 
 
-def _classify(data: bytes, error: ValidationError) -> Decoded:
+def _classify(data: bytes, error: ValidationError, batch: bool) -> Decoded:
     first = error.errors(include_url=False)[0]
-    if first["type"] != "json_invalid":
+    if first["type"] != "json_invalid" and not batch:
         return [], [Rejection("schema", _describe(error))]
 
     # Python's json module writes NaN and Infinity as bare tokens, which strict
     # JSON rejects; such an event is still usable, its non-finite fields are
     # dropped one by one when it is aggregated. That parser recurses once per
-    # level, so the depth is bounded first.
+    # level, so the depth is bounded first. A batch is parsed this way too
+    # when one of its events is refused, so that the others are kept.
     depth = _json_depth(data)
     if depth > MAX_JSON_DEPTH:
         return [], [_too_deep(depth)]
@@ -211,10 +224,41 @@ def _classify(data: bytes, error: ValidationError) -> Decoded:
         document = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         return [], [Rejection("json_decode_error", str(exc))]
+    if isinstance(document, list):
+        return _each(document)
     try:
         return [EVENT_ADAPTER.validate_python(document)], []
     except ValidationError as second:
         return [], [Rejection("schema", _describe(second))]
+
+
+def _each(documents: Sequence[object]) -> Decoded:
+    """The events of a batch, each refused one on its own.
+
+    Validated events pass through as they are; parsed documents are
+    validated one by one.
+    """
+    if not documents:
+        return [], [Rejection("empty_payload", "the batch holds no event")]
+    events: list[Event] = []
+    rejections: list[Rejection] = []
+    for position, document in enumerate(documents):
+        if isinstance(document, Event):
+            events.append(document)
+            continue
+        try:
+            events.append(EVENT_ADAPTER.validate_python(document))
+        except ValidationError as error:
+            where = f"event {position} of a batch of {len(documents)}: "
+            rejections.append(
+                Rejection(
+                    "schema",
+                    where + _describe(error),
+                    scope="event",
+                    data=json.dumps(document).encode(),
+                )
+            )
+    return events, rejections
 
 
 def _describe(error: ValidationError) -> str:
@@ -251,6 +295,7 @@ def to_dead_letter(
         message.partition,
         message.offset,
     )
+    value = message.value if rejection.data is None else rejection.data
     return DeadLetter(
         reason=rejection.reason,
         detail=rejection.detail,
@@ -258,7 +303,7 @@ def to_dead_letter(
         partition=message.partition,
         offset=message.offset,
         key=None if message.key is None else message.key.decode(errors="replace"),
-        value_b64=DeadLetter.encode(message.value),
+        value_b64=DeadLetter.encode(value),
         timestamp_ms=message.timestamp_ms,
     )
 

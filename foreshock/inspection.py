@@ -46,6 +46,7 @@ _OTLP_FORMATS = frozenset({"otlp_proto", "otlp_json"})
 
 _OUTCOMES = {
     "message": "dead_letter",
+    "event": "dead_letter",
     "field": "field_dropped",
     "excluded": "excluded",
 }

@@ -207,6 +207,8 @@ class Event(BaseModel):
 
 
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+# A native message may also carry a batch: a JSON array of events.
+EVENTS_ADAPTER: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
 
 
 class ChangeEvent(BaseModel):

@@ -66,7 +66,7 @@ _EVENTS_IN = Counter(
 )
 _DECODED = Counter(
     "foreshock_events_decoded",
-    "Input records decoded into events (neither dead-lettered nor tombstones).",
+    "Input records decoded whole into events (no dead letter, not a tombstone).",
 )
 _DEAD_LETTERS = Counter(
     "foreshock_dead_letters",
@@ -154,19 +154,21 @@ def window_batch(
     if batch is not None and batch.messages:
         _EVENTS_IN.labels(batch.messages[0].topic).inc(len(batch.messages))
 
-    dead = late = 0
+    late = 0
+    # A batch message may give several dead letters, one per refused event.
+    dead: set[tuple[str, int, int]] = set()
     per_window: dict[datetime, int] = {}
     for item in out:
         if isinstance(item, KpiRecord):
             per_window[item.window_end] = per_window.get(item.window_end, 0) + 1
         elif isinstance(item, DeadLetter):
             _DEAD_LETTERS.labels(item.reason).inc()
-            dead += 1
+            dead.add((item.topic, item.partition, item.offset))
         elif isinstance(item, LateEvent):
             late += 1
 
     if batch is not None:
-        _DECODED.inc(len(batch.messages) - tombstones - dead)
+        _DECODED.inc(len(batch.messages) - tombstones - len(dead))
     if late:
         _LATE.inc(late)
     if per_window:

@@ -36,6 +36,7 @@ __all__ = [
     "Fleet",
     "Group",
     "TrafficSpec",
+    "add_batch_options",
     "fill_topic",
     "main",
     "messages",
@@ -125,19 +126,68 @@ class TrafficSpec:
     jitter_share: float = 0.02
     odd_share: float = 0.00005
     fault_s: float = 60.0
+    batch_events: int = 512
+    batch_wait_s: float = 5.0
 
 
 def messages(spec: TrafficSpec, fleet: Fleet = FLEET) -> Iterator[Message]:
-    """(key, value) of every event, in the order a producer sends them."""
+    """(key, value) of every message, in the order producers send them.
+
+    With `spec.batch_events` above 1, each service's exporter holds its
+    events and sends them as one JSON array once it has that many or its
+    oldest has waited `spec.batch_wait_s` (of arrival time, which runs with
+    event time), as the OpenTelemetry SDKs' batch processors do (their
+    defaults: 512 events, 5 s). Records a producer got wrong go alone.
+    """
     draw = _Draw(spec, fleet)
-    for first in range(0, spec.events, _CHUNK):
-        yield from draw.chunk(first, min(_CHUNK, spec.events - first))
+    events = (
+        item
+        for first in range(0, spec.events, _CHUNK)
+        for item in draw.chunk(first, min(_CHUNK, spec.events - first))
+    )
+    if spec.batch_events <= 1:
+        for key, value, _ in events:
+            yield key, value
+        return
+    yield from _batched(events, spec.batch_events, round(spec.batch_wait_s * 1e6))
+
+
+def _batched(
+    events: Iterator[tuple[bytes, bytes, int | None]], most: int, wait_us: int
+) -> Iterator[Message]:
+    # Open batches in the order they were opened, so the oldest is first.
+    held: dict[bytes, tuple[int, list[bytes]]] = {}
+    for key, value, arrival_us in events:
+        if arrival_us is None:
+            yield key, value
+            continue
+        while held:
+            oldest = next(iter(held))
+            opened, values = held[oldest]
+            if arrival_us - opened < wait_us:
+                break
+            del held[oldest]
+            yield oldest, _array(values)
+        batch = held.get(key)
+        if batch is None:
+            held[key] = batch = (arrival_us, [])
+        batch[1].append(value)
+        if len(batch[1]) >= most:
+            del held[key]
+            yield key, _array(batch[1])
+    for key, (_, values) in held.items():
+        yield key, _array(values)
+
+
+def _array(values: list[bytes]) -> bytes:
+    return b"[" + b",".join(values) + b"]"
 
 
 def fill_topic(bootstrap: str, topic: str, spec: TrafficSpec) -> int:
-    """Produce `spec`'s events to `topic`, keyed by service; return the count.
+    """Produce `spec`'s events to `topic`, keyed by service; return the count
+    of messages (several events each when producers batch).
 
-    Raises RuntimeError if Kafka did not take every event.
+    Raises RuntimeError if Kafka did not take every message.
     """
     failed: list[str] = []
 
@@ -196,7 +246,8 @@ class _Draw:
         self.start_us = int(spec.start.timestamp()) * 1_000_000
         self.fault_from_us = round((spec.span_s - spec.fault_s) * 1e6)
 
-    def chunk(self, first: int, n: int) -> Iterator[Message]:
+    def chunk(self, first: int, n: int) -> Iterator[tuple[bytes, bytes, int | None]]:
+        """(key, value, arrival time) of events; None for a record sent alone."""
         rng = self.rng
         group = rng.choice(len(self.groups), n, p=self.group_p)
         service = self._services(group, rng.random(n))
@@ -204,16 +255,18 @@ class _Draw:
         odd = (rng.random(n) < self.spec.odd_share).tolist()
         duration = rng.lognormal(np.log(80.0), 0.6, n).tolist()
         u = rng.random(n).tolist()
+        arrival = self._arrivals(first, n).tolist()
         for i, (g, s, t) in enumerate(
             zip(group.tolist(), service.tolist(), offset.tolist(), strict=True)
         ):
             number = first + i
             if odd[i]:
-                yield _odd(number, self.start_us + t)
+                yield (*_odd(number, self.start_us + t), None)
                 continue
-            yield self._message(
+            key, value = self._message(
                 number, self.groups[g], self.names[g][s], t, duration[i], u[i]
             )
+            yield key, value, arrival[i]
 
     def _services(self, group: np.ndarray, pick: np.ndarray) -> np.ndarray:
         service = np.zeros(len(group), dtype=np.int64)
@@ -222,6 +275,13 @@ class _Draw:
             found = np.searchsorted(cumulative, pick[mask])
             service[mask] = np.minimum(found, len(cumulative) - 1)
         return service
+
+    def _arrivals(self, first: int, n: int) -> np.ndarray:
+        """When each event reaches its exporter: evenly over the span."""
+        spec = self.spec
+        return (np.arange(first, first + n) * (spec.span_s * 1e6 / spec.events)).astype(
+            np.int64
+        )
 
     def _offsets(self, first: int, n: int) -> np.ndarray:
         spec, rng = self.spec, self.rng
@@ -414,6 +474,22 @@ def _odd(number: int, t_us: int) -> Message:
     return b"gateway-000", variants[number % len(variants)]
 
 
+def add_batch_options(parser: argparse.ArgumentParser, defaults: TrafficSpec) -> None:
+    """The options of how producers batch events into messages."""
+    parser.add_argument(
+        "--batch-events",
+        type=int,
+        default=defaults.batch_events,
+        help="most events a message holds (1: one event a message)",
+    )
+    parser.add_argument(
+        "--batch-wait-s",
+        type=float,
+        default=defaults.batch_wait_s,
+        help="longest a producer holds a batch, in arrival time",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: fill one topic with the events of a traffic spec."""
     parser = argparse.ArgumentParser(
@@ -426,9 +502,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=defaults.events)
     parser.add_argument("--span-s", type=float, default=defaults.span_s)
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    add_batch_options(parser, defaults)
     args = parser.parse_args(argv)
 
-    spec = replace(defaults, events=args.events, span_s=args.span_s, seed=args.seed)
+    spec = replace(
+        defaults,
+        events=args.events,
+        span_s=args.span_s,
+        seed=args.seed,
+        batch_events=args.batch_events,
+        batch_wait_s=args.batch_wait_s,
+    )
     print(fill_topic(args.bootstrap, args.topic, spec))
     return 0
 

@@ -50,9 +50,10 @@ def test_ordinary_events_take_the_fast_path_with_the_models_values(
 ) -> None:
     [event], _ = decode_native(data)
 
-    sample = scan_native(data)
+    scanned = scan_native(data)
 
-    assert sample is not None
+    assert scanned is not None
+    [sample] = scanned
     assert sample[:4] == (t_us, Layer.API, "checkout", "http_request")
     assert sample_of(event)[:4] == sample[:4]
     for name in type(event.payload).model_fields:
@@ -119,9 +120,10 @@ def test_a_counter_sample_keeps_its_labels_and_value() -> None:
         }
     ).encode()
 
-    sample = scan_native(data)
+    scanned = scan_native(data)
 
-    assert sample is not None
+    assert scanned is not None
+    [sample] = scanned
     payload = sample[4]
     assert (payload.type, payload.value, payload.labels) == (
         "counter",
@@ -132,3 +134,18 @@ def test_a_counter_sample_keeps_its_labels_and_value() -> None:
     assert datetime.fromtimestamp(sample[0] / 1e6, UTC) == datetime(
         2025, 3, 4, 10, tzinfo=UTC
     )
+
+
+def test_a_batch_gives_the_samples_of_its_events_in_order() -> None:
+    first = _doc(time="2025-03-04T10:00:00.250Z")
+    second = _doc(time=1741082400123)
+
+    scanned = scan_native(b"[" + first + b"," + second + b"]")
+
+    assert scanned is not None
+    assert [s[0] for s in scanned] == [T0_US + 250_000, T0_US + 123_000]
+
+
+@pytest.mark.parametrize("bad", [_doc(p_status="200"), b'{"time": 1}', b"7"])
+def test_a_batch_with_one_unusual_event_goes_to_the_model_whole(bad: bytes) -> None:
+    assert scan_native(b"[" + _doc() + b"," + bad + b"]") is None

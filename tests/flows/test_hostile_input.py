@@ -124,6 +124,23 @@ def test_deeply_nested_json_is_a_dead_letter_not_a_crash() -> None:
     assert _events_counted(out) == 2
 
 
+def test_a_batch_keeps_its_good_events_and_refuses_the_rest_one_by_one() -> None:
+    batch = b"[" + _request() + b', 1, "x", ' + _request(seconds=1) + b"]"
+    values: list[bytes | None] = [b"[]", batch, b" [ ]"]
+
+    out, _ = _run(values)
+
+    assert _letters(out) == [
+        (0, "empty_payload"),
+        (1, "schema"),
+        (1, "schema"),
+        (2, "empty_payload"),
+    ]
+    refused = [x.value_b64 for x in out if isinstance(x, DeadLetter)][1:3]
+    assert refused == [DeadLetter.encode(b"1"), DeadLetter.encode(b'"x"')]
+    assert _events_counted(out) == 2
+
+
 # --- caps on services and series ------------------------------------------------------
 
 

@@ -1,5 +1,6 @@
 """Pre-aggregating native events in batches gives event-by-event results."""
 
+import base64
 import json
 from datetime import UTC, datetime
 
@@ -7,7 +8,7 @@ import pytest
 
 from connectors.messages import RawBatch, RawMessage
 from flows.steps import WindowLogic
-from foreshock.decode import decode_native
+from foreshock.decode import InputLimits, decode_native
 from foreshock.records import DeadLetter, KpiRecord, LateEvent
 from foreshock.windows import WindowSpec, WindowStore
 
@@ -154,3 +155,83 @@ def test_batch_values_match_a_hand_count() -> None:
     assert _value(out, "web", "page_load_p75_ms", "10:01") == (None, "no_traffic", 1)
     assert _value(out, "web", "ttfb_p75_ms", "10:01") == (50.0, "ok", 1)
     assert _value(out, "orders-db", "query_error_rate", "10:01") == (1.0, "ok", 0)
+
+
+def _array(values: list[bytes | None]) -> bytes:
+    return b"[" + b",".join(v for v in values if v is not None) + b"]"
+
+
+# The same events as exporters that batch would send them: several events a
+# message (one batch holds the bare NaN, so it takes the slow decoder).
+PACKED: list[bytes | None] = [
+    _array(VALUES[0:4]),
+    _array(VALUES[4:7]),
+    _array(VALUES[7:11]),
+    VALUES[11],
+    VALUES[12],
+    _array(VALUES[13:16]),
+]
+
+
+def test_batch_messages_give_the_kpi_records_of_single_events() -> None:
+    messages = [
+        RawMessage("telemetry", 0, offset, b"k", value)
+        for offset, value in enumerate(PACKED)
+    ]
+    logic = WindowLogic(WindowStore(SPEC))
+
+    out = list(logic.on_item(RawBatch("telemetry:0", tuple(messages)))[0])
+    out += list(logic.on_eof()[0])
+
+    assert _kpis(out) == _event_by_event()
+    late = [(r.event_id, r.offset) for r in out if isinstance(r, LateEvent)]
+    assert late == [("late-1", 2), ("late-2", 5)]
+    dead = [(r.reason, r.offset) for r in out if isinstance(r, DeadLetter)]
+    assert dead == [("json_decode_error", 3)]
+
+
+def test_one_bad_event_of_a_batch_is_a_dead_letter_alone() -> None:
+    bad = json.loads(_http("2025-03-04T10:00:07Z", 200, 5.0))
+    bad["layer"] = "nowhere"
+    value = _array(
+        [
+            _http("2025-03-04T10:00:05Z", 200, 100.0),
+            json.dumps(bad).encode(),
+            _http("2025-03-04T10:00:10Z", 500, 300.0),
+        ]
+    )
+    logic = WindowLogic(WindowStore(SPEC))
+
+    message = RawMessage("telemetry", 0, 7, b"k", value)
+    out = list(logic.on_item(RawBatch("telemetry:0", (message,)))[0])
+    out += list(logic.on_eof()[0])
+
+    [letter] = [r for r in out if isinstance(r, DeadLetter)]
+    assert (letter.reason, letter.offset) == ("schema", 7)
+    assert letter.detail.startswith("event 1 of a batch of 3: layer")
+    assert json.loads(base64.b64decode(letter.value_b64 or "")) == bad
+    # The other two count: one request of two failed.
+    assert _value(out, "checkout", "requests_per_s", "10:00") == (2 / 60, "ok", 0)
+    assert _value(out, "checkout", "availability", "10:00") == (0.5, "ok", 0)
+
+
+def test_an_event_of_a_batch_from_a_skewed_clock_is_quarantined_alone() -> None:
+    value = _array(
+        [
+            _http("2025-03-04T10:00:05Z", 200, 100.0, "ok-1"),
+            _http("2025-03-04T11:00:05Z", 200, 100.0, "ahead"),
+            _http("2025-03-04T10:00:10Z", 200, 300.0, "ok-2"),
+        ]
+    )
+    # Received at 10:00:20: the second event is an hour ahead of it.
+    message = RawMessage("telemetry", 0, 3, b"k", value, T0_MS + 20_000)
+    logic = WindowLogic(WindowStore(SPEC), limits=InputLimits(max_ahead_s=600))
+
+    out = list(logic.on_item(RawBatch("telemetry:0", (message,)))[0])
+    out += list(logic.on_eof()[0])
+
+    held = [(r.event_id, r.reason) for r in out if isinstance(r, LateEvent)]
+    assert held == [("ahead", "clock_skew")]
+    assert _value(out, "checkout", "requests_per_s", "10:00") == (2 / 60, "ok", 0)
+    # Durations 100 and 300: the nearest-rank median is 100.
+    assert _value(out, "checkout", "latency_p50_ms", "10:00") == (100.0, "ok", 0)
