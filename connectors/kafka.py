@@ -36,7 +36,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from connectors.messages import OutMessage, RawBatch, RawMessage
-from foreshock import telemetry
+from foreshock import shutdown, telemetry
 
 __all__ = [
     "DeliveryError",
@@ -338,6 +338,10 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
         self._consumer.close()
 
     def _finished(self) -> bool:
+        # A stop asked for by a signal ends the partition where it is; the
+        # next offset is in the last snapshot, and a restart reads on.
+        if shutdown.requested():
+            return True
         if self._end is None:
             return False
         return self._at_eof or self._next_offset >= self._end

@@ -21,7 +21,7 @@ import msgspec
 from bytewax.operators import StatefulBatchLogic, StatefulLogic
 
 from connectors.messages import RawBatch, RawMessage
-from foreshock import telemetry
+from foreshock import shutdown, telemetry
 from foreshock.correlation import Correlator, Output
 from foreshock.decode import (
     Decoder,
@@ -314,6 +314,10 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
         return None
 
     def on_eof(self) -> tuple[Iterable[WindowItem], bool]:
+        # Stopped by a signal, the input has not ended: open windows are
+        # partial and wait in the snapshot for a restart.
+        if shutdown.requested():
+            return [], StatefulLogic.RETAIN
         self.store.now_us = self.clock()
         closed = self._closed(self.store.close_all())
         telemetry.window_batch(None, closed, 0)
@@ -724,6 +728,9 @@ class CorrelateLogic(StatefulBatchLogic[KpiScore | Change | Feedback, Output, by
         return out, StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[Iterable[Output], bool]:
+        # Stopped by a signal: pending windows wait for a restart's scores.
+        if shutdown.requested():
+            return [], StatefulBatchLogic.RETAIN
         return self.correlator.flush(), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:

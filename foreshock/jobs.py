@@ -20,7 +20,7 @@ from connectors.routing import encoder
 from connectors.webhook import WebhookSink
 from flows.pipeline import FlowConfig, build_flow, tune_garbage_collector
 from flows.reports import ReportOutput
-from foreshock import telemetry
+from foreshock import shutdown, telemetry
 from foreshock.config import Settings, load_settings, redacted_url
 from foreshock.correlation import CorrelationConfig, Output
 from foreshock.decode import CHANGE_FORMAT, Decoder, decoder_for
@@ -171,13 +171,17 @@ def run_kafka_job(config: Path | None, *, until_end: bool = False) -> int:
     try:
         flow = kafka_flow(settings, until_end=until_end)
         tune_garbage_collector()
-        execute(flow, settings, recovery)
+        with shutdown.on_signals():
+            execute(flow, settings, recovery)
     finally:
         if metrics is not None:
             metrics.close()
-    log.info("stopped")
-    if until_end:
+    if shutdown.requested():
+        kept = "kept in the last snapshot" if recovery else "lost (no recovery)"
+        print(f"stopped: {telemetry.summary()}; open windows {kept}", file=sys.stderr)
+    elif until_end:
         print(f"done: {telemetry.summary()}", file=sys.stderr)
+    log.info("stopped")
     return 0
 
 

@@ -165,6 +165,62 @@ def test_a_killed_flow_resumes_from_its_snapshot(
     assert held_parts(store) == {0: 1}
 
 
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_flow_keeps_its_open_windows_for_the_restart(
+    kafka_bootstrap: str,
+    kafka_topics: TopicFactory,
+    tmp_path: Path,
+    stop: signal.Signals,
+) -> None:
+    bootstrap = kafka_bootstrap
+    whole = _uninterrupted(bootstrap, kafka_topics, tmp_path)
+    source, outputs = _topics(kafka_topics, f"stop{int(stop)}")
+    store = tmp_path / "recovery"
+    config = write_config(
+        tmp_path / "stop.toml",
+        bootstrap,
+        source,
+        outputs,
+        recovery=store,
+        snapshot_interval_s=_SNAPSHOT_S,
+    )
+    log = tmp_path / "stop.log"
+
+    first = produce(bootstrap, source, _FIRST + _REST_OF_FIRST_HALF)
+    flow = start_run(config, log)
+    wait_until(
+        lambda: _kpi_messages_of_window(read_outputs(bootstrap, outputs), 32) > 0,
+        _WAIT_S,
+        "KPIs of minute 32",
+        flow,
+    )
+    flow.send_signal(stop)
+    assert flow.wait(timeout=_WAIT_S) == 0, log.read_text()[-3000:]
+    said = log.read_text()
+    assert "panicked" not in said and "Traceback" not in said, said[-3000:]
+    assert "stopped:" in said
+    # Minute 33 was still open: not published as if it were whole.
+    assert _kpi_messages_of_window(read_outputs(bootstrap, outputs), 33) == 0
+
+    flow = start_run(config, log)
+    try:
+        total = produce(bootstrap, source, _SECOND_HALF) + first
+        wait_until(
+            lambda: committed(bootstrap, source, source) == total,
+            _WAIT_S,
+            "snapshot of the whole input",
+            flow,
+        )
+    finally:
+        flow.send_signal(signal.SIGKILL)
+        flow.wait()
+    _drain(config, log)
+
+    stopped = read_outputs(bootstrap, outputs)
+    _assert_same_results(stopped, whole)
+    assert len(stopped.incidents()) == 1
+
+
 @pytest.fixture
 def own_broker() -> Iterator[LocalKafka]:
     """A broker of this test's own, so that restarting it disturbs no other."""
