@@ -7,6 +7,10 @@ A day folder, as the Nezha authors published it::
     <day>/metric/front_service.csv  the shop's user-facing KPIs, a row a minute
     <day>/metric/<pod>_metric.csv   one pod's metrics, a row a minute
     <day>/metric/dependency.csv     the call graph, `Source,Target[,Weight]`
+    <day>/metric/source_50.csv      per call edge (`<caller>_<callee>`
+    <day>/metric/destination_50.csv columns), the median latency of its
+                                    calls as the caller and as the callee
+                                    timed them, a row a minute
 
 Every numeric cell becomes one `metric_sample` gauge named after its column
 (`PodServerLatencyP95(s)` -> `pod_server_latency_p95_s`), so that the metric
@@ -15,6 +19,12 @@ user-facing KPIs belong to a service of the frontend layer, named apart from
 the `frontend` pod it calls; a pod's latencies, workload and success rate are
 its api layer, the rest (CPU, memory, syscalls, network, node) its
 infrastructure layer, both under the pod's service name.
+
+The per-edge latencies become gauges of the edge's series, named
+`<caller>-><callee>` as trace edges are (`foreshock.topology.EDGE_SEPARATOR`),
+at the caller's api layer: `client_latency_p50_s` from the caller's side,
+`server_latency_p50_s` from the callee's. The two part where the network
+sits between them: a delay on the wire moves the first only.
 
 The `Time` column is the event time; `TimeStamp` is ignored, as it is wrong in
 one of the published files.
@@ -38,12 +48,13 @@ from typing import NamedTuple
 from connectors.messages import RawBatch, RawMessage
 from foreshock.layers import Layer
 from foreshock.schema import Event, MetricSample
-from foreshock.topology import Topology
+from foreshock.topology import EDGE_SEPARATOR, Topology
 
 __all__ = [
     "SHARD",
     "InjectedFault",
     "NezhaDay",
+    "edge_series",
     "load_day",
     "metric_name",
     "parse_time",
@@ -55,7 +66,13 @@ _TOPIC, _PARTITION = SHARD.split(":")
 
 _FRONT_FILE = "front_service.csv"
 _POD_SUFFIX = "_metric.csv"
-_IDENTITY_COLUMNS = frozenset({"Time", "TimeStamp", "PodName", "ServiceName"})
+# Per-edge latency files: which side timed the calls, and the percentile.
+_EDGE_FILE = re.compile(r"(source|destination)_(\d+)\.csv")
+_EDGE_SIDES = {"source": "client", "destination": "server"}
+_TIME_COLUMNS = ("Time", "time")
+_IDENTITY_COLUMNS = frozenset(
+    {*_TIME_COLUMNS, "TimeStamp", "timestamp", "PodName", "ServiceName"}
+)
 _API_COLUMNS = re.compile(r"Latency|Workload|Success")
 # The load generator plays the users; its calls are not part of the shop.
 _NOT_SERVICES = frozenset({"loadgenerator"})
@@ -80,18 +97,18 @@ class InjectedFault(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class _Column:
-    """A metric column of a CSV file and the gauge it becomes."""
+    """A metric column of a CSV file and the gauge of a series it becomes."""
 
     header: str
     name: str
     unit: str | None
     layer: Layer
+    service: str
 
 
 @dataclass(frozen=True, slots=True)
 class _MetricFile:
     path: Path
-    service: str
     columns: tuple[_Column, ...]
 
 
@@ -112,7 +129,9 @@ class NezhaDay:
     @property
     def pods(self) -> list[str]:
         names = (f.path.name for f in self._files)
-        return sorted(n.removesuffix(_POD_SUFFIX) for n in names if n != _FRONT_FILE)
+        return sorted(
+            n.removesuffix(_POD_SUFFIX) for n in names if n.endswith(_POD_SUFFIX)
+        )
 
     def events(self, until: datetime | None = None) -> Iterator[Event]:
         """Every metric sample of the day, in event-time order.
@@ -162,12 +181,14 @@ def load_day(day_dir: Path) -> NezhaDay:
             "such as rca_data/2022-08-22"
         )
     user_service = _user_service(front)
-    pods = sorted(metric_dir.glob("*" + _POD_SUFFIX))
-    files = (
-        _metric_file(front, user_service, Layer.FRONTEND),
-        *(_pod_file(p) for p in pods),
+    pods = tuple(_pod_file(p) for p in sorted(metric_dir.glob("*" + _POD_SUFFIX)))
+    services = sorted({c.service for f in pods for c in f.columns})
+    edges = tuple(
+        _edge_file(p, match, services)
+        for p in sorted(metric_dir.glob("*.csv"))
+        if (match := _EDGE_FILE.fullmatch(p.name)) is not None
     )
-    services = sorted({f.service for f in files[1:]})
+    files = (_metric_file(front, user_service, Layer.FRONTEND), *pods, *edges)
     topology = _topology(metric_dir / "dependency.csv", user_service, services)
     faults = _faults(day_dir / f"{day_dir.name}-fault_list.json")
     return NezhaDay(day_dir.name, user_service, topology, faults, files)
@@ -225,28 +246,58 @@ def _pod_file(path: Path) -> _MetricFile:
 
 
 def _metric_file(path: Path, service: str, layer: Layer | None) -> _MetricFile:
+    columns = tuple(_column(h, service, layer) for h in _metric_headers(path))
+    return _MetricFile(path, columns)
+
+
+def _metric_headers(path: Path) -> list[str]:
     with path.open(newline="") as handle:
         headers = next(csv.reader(handle), [])
-    if "Time" not in headers:
+    if not set(_TIME_COLUMNS) & set(headers):
         raise ValueError(f"{path!r} has no Time column; its header is {headers!r}")
-    columns = tuple(
-        _column(h, layer) for h in headers if h and h not in _IDENTITY_COLUMNS
-    )
-    return _MetricFile(path, service, columns)
+    return [h for h in headers if h and h not in _IDENTITY_COLUMNS]
 
 
-def _column(header: str, layer: Layer | None) -> _Column:
+def _column(header: str, service: str, layer: Layer | None) -> _Column:
     name, unit = metric_name(header)
     if layer is None:
         api = _API_COLUMNS.search(header)
         layer = Layer.API if api else Layer.INFRASTRUCTURE
-    return _Column(header, name, unit, layer)
+    return _Column(header, name, unit, layer, service)
+
+
+def _edge_file(path: Path, match: re.Match[str], services: list[str]) -> _MetricFile:
+    side, percentile = match.groups()
+    name = f"{_EDGE_SIDES[side]}_latency_p{percentile}_s"
+    columns = tuple(
+        _Column(h, name, "s", Layer.API, edge_series(h, services, path))
+        for h in _metric_headers(path)
+    )
+    return _MetricFile(path, columns)
+
+
+def edge_series(header: str, services: list[str], path: Path) -> str:
+    """The series name of an edge column `<caller>_<callee>`.
+
+    Service names may hold underscores themselves, so the column is split
+    where both halves name a service that has a pod file.
+    """
+    known = set(services)
+    for at in (i for i, c in enumerate(header) if c == "_"):
+        caller, callee = header[:at], header[at + 1 :]
+        if caller in known and callee in known:
+            return f"{caller}{EDGE_SEPARATOR}{callee}"
+    raise ValueError(
+        f"column {header!r} of {str(path)!r} names no call between two of the "
+        f"services with pod files {sorted(known)!r}; expected <caller>_<callee>"
+    )
 
 
 def _rows(source: _MetricFile) -> Iterator[tuple[datetime, list[Event]]]:
     with source.path.open(newline="") as handle:
         for row in csv.DictReader(handle):
-            time = parse_time(row["Time"])
+            stamp = next(row[c] for c in _TIME_COLUMNS if c in row)
+            time = parse_time(stamp)
             yield time, list(_samples(source, row, time))
 
 
@@ -259,7 +310,7 @@ def _samples(
             continue
         sample = MetricSample(name=column.name, value=value, unit=column.unit)
         yield Event(
-            time=time, layer=column.layer, service=source.service, payload=sample
+            time=time, layer=column.layer, service=column.service, payload=sample
         )
 
 

@@ -195,7 +195,7 @@ class CorrelationSettings(_Section):
     cooldown_s: float = Field(default=1800.0, ge=0)
     confirm_windows: int = Field(default=1, ge=1)
     warn_confirm_windows: int = Field(default=2, ge=1)
-    episode_gap_s: float = Field(default=300.0, gt=0)
+    episode_gap_s: float = Field(default=180.0, gt=0)
     page_while_warming_up: bool = True
     silence_windows: int = Field(default=2, ge=1)
     change_grace_s: float = Field(default=300.0, ge=0)

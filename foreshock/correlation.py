@@ -16,8 +16,9 @@ shows up, so the result does not depend on the order records arrive in.
   `warn_confirm_windows` windows. Trouble in the same or a neighbouring
   service (caller or callee), starting within an episode gap of a warning's
   first trouble, joins it (same id, status "updated") instead of warning
-  anew. If users are hit later, the incident cites the warning and records
-  the lead time.
+  anew; so does a new series of a member service, of a dimension it was
+  warned about, while that episode goes on. If users are hit later, the
+  incident cites the warning and records the lead time.
 - An incident resolves once every user-facing KPI that was anomalous has been
   back to normal for `resolve_after_windows` windows of real data. Missing
   data never counts as recovery. Within the cool-down after, trouble in its
@@ -36,6 +37,10 @@ shows up, so the result does not depend on the order records arrive in.
 - A backfill window (`KpiRecord.backfill`: old news when it closed, as when
   a backlog is replayed after downtime) is scored and learned, and its
   anomalies are published with the mark, but it never pages or warns.
+- A call edge's series (`caller->callee`) is trouble of the end the troubled
+  edges share, the callee unless a caller's calls are slow across the board
+  (`foreshock.edges`): a delay on a service's network warns of it before
+  its own series move.
 - The call graph is the configured one, grown by the calls span edge series
   show, and, if `infer_calls` is on, by edges inferred from which services'
   trouble reliably comes first (`foreshock.inference`).
@@ -51,6 +56,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from foreshock.edges import suspects
 from foreshock.feedback import SuppressionBook
 from foreshock.inference import LeadLag
 from foreshock.layers import USER_FACING, Layer
@@ -81,9 +87,10 @@ class CorrelationConfig:
     resolve_after_windows: int = 5
     cooldown_s: float = 1800.0
     confirm_windows: int = 1
-    # An anomalous series whose next anomaly comes within this gap continues
-    # the same episode: its onset stays the first window.
-    episode_gap_s: float = 300.0
+    # An anomalous series whose next anomaly comes within this gap (or one
+    # window, if longer) continues the same episode: its onset stays the
+    # first window. Beyond it, trouble is new and warns anew.
+    episode_gap_s: float = 180.0
     # A detector still warming up judges by a plain rule (see models/); its
     # anomalies page unless this is off, when they are only published.
     page_while_warming_up: bool = True
@@ -232,6 +239,9 @@ class Correlator:
     # Silent services: (layer, start of the first silent window, windows).
     _silent: dict[str, tuple[Layer, datetime, int]] = field(default_factory=dict)
     _gaps: dict[str, DataGap] = field(default_factory=dict)
+    # The service each troubled call edge's series blames (`foreshock.edges`),
+    # as judged while its episode went on.
+    _blamed: dict[str, str] = field(default_factory=dict)
 
     def observe(self, score: KpiScore) -> list[Output]:
         """Take one scored window; handle every window it shows complete.
@@ -274,6 +284,7 @@ class Correlator:
         anomalies += self._check_changes(scores, window_end)
         for a in anomalies:
             self._extend_episode(a)
+        self._blame_edges(window_end)
         if self.config.infer_calls:
             self._infer_calls()
         self._expire(window_end)
@@ -316,7 +327,7 @@ class Correlator:
     def _extend_episode(self, a: Anomaly) -> None:
         key = (a.layer, a.service, a.kpi)
         episode = self._episodes.get(key)
-        gap = timedelta(seconds=self.config.episode_gap_s)
+        gap = self._episode_gap()
         if episode is None or a.window_start - episode.last.window_end > gap:
             if self.config.infer_calls and not self._troubled(a.service, a, gap):
                 self.lead_lag.observe(
@@ -328,6 +339,28 @@ class Correlator:
             self._episodes[key] = _Episode(onset, a)
         else:
             episode.last = a
+
+    def _episode_gap(self) -> timedelta:
+        # One quiet window between two anomalous ones never ends an episode,
+        # however long windows are.
+        return max(timedelta(seconds=self.config.episode_gap_s), self._window)
+
+    def _blame_edges(self, now: datetime) -> None:
+        # Edges troubled now are judged together: which end they share.
+        gap = self._episode_gap()
+        ongoing = {
+            s
+            for (_, s, _), e in self._episodes.items()
+            if now - e.last.window_end <= gap
+        }
+        self._blamed.update(suspects(ongoing, self.topology))
+
+    def _place(self, service: str) -> str:
+        """The service a series' trouble is of: its own, or an edge's suspect."""
+        edge = edge_of(service)
+        if edge is None:
+            return service
+        return self._blamed.get(service, edge[1])
 
     def _troubled(self, service: str, a: Anomaly, gap: timedelta) -> bool:
         """Whether another series of `service` is in an episode already."""
@@ -353,6 +386,8 @@ class Correlator:
             k for k, e in self._episodes.items() if e.last.window_end < horizon
         ]:
             del self._episodes[key]
+        alive = {s for _, s, _ in self._episodes}
+        self._blamed = {s: b for s, b in self._blamed.items() if s in alive}
         keep = timedelta(
             seconds=max(self.config.lookback_s, self.config.change_lookback_s)
         )
@@ -560,6 +595,33 @@ class Correlator:
 
     # -- early warnings -----------------------------------------------------------
 
+    def _still_troubled(
+        self, group: _Warning, key: tuple[Layer, str, str], onset: datetime
+    ) -> bool:
+        """Whether `group` warned about an episode that `key` continues.
+
+        That is a series of the same service and the same dimension (speed,
+        say) whose warned-about episode is still its current one, with its
+        last anomaly within an episode gap of `onset`: a service's p95
+        latency turning anomalous while its median already is shows more of
+        the same trouble, not a new one.
+        """
+        gap = self._episode_gap()
+        mine = self._episodes.get(key)
+        if mine is None:
+            return False
+        for member, began in group.series.items():
+            episode = self._episodes.get(member)
+            if (
+                member[1] == key[1]
+                and episode is not None
+                and episode.onset == began
+                and episode.last.dimension == mine.last.dimension
+                and onset - episode.last.window_end <= gap
+            ):
+                return True
+        return False
+
     def _adjacent(self, service: str, members: Iterable[str]) -> bool:
         """Whether `service` calls, or is called by, one of `members`."""
         near = {*self.topology.callers(service), *self.topology.callees(service)}
@@ -569,17 +631,18 @@ class Correlator:
         # Deep trouble that starts within an episode gap of a warning's first
         # trouble, in the same or a neighbouring service sharing users at
         # risk, is that warning: services join it instead of paging one by
-        # one. A series warns once per episode; a new episode of a service
-        # already warned about is new trouble. A shift in traffic alone is
-        # not trouble; it is evidence once something breaks.
+        # one. So is a new series of a member service continuing trouble of
+        # its kind that was warned about (`_still_troubled`). Otherwise a new episode
+        # of a service already warned about is new trouble. A shift in
+        # traffic alone is not trouble; it is evidence once something breaks.
         quiet = timedelta(seconds=self.config.cooldown_s)
-        gap = timedelta(seconds=self.config.episode_gap_s)
+        gap = self._episode_gap()
         self._warnings = [g for g in self._warnings if now - g.last_seen < quiet]
         self._recent = [
             c for c in self._recent if c.resolved_at and now - c.resolved_at < quiet
         ]
         troubles = sorted(
-            (self._onset(a), a.service, (a.layer, a.service, a.kpi))
+            (self._onset(a), self._place(a.service), (a.layer, a.service, a.kpi))
             for a in deep
             if a.dimension != "throughput"
             and self._runs.get((a.layer, a.service, a.kpi), 0)
@@ -601,8 +664,15 @@ class Correlator:
                     g
                     for g in self._warnings
                     if set(g.warning.at_risk) & set(at_risk)
-                    and onset - min(g.onsets.values()) <= gap
-                    and (service in g.onsets or self._adjacent(service, g.onsets))
+                    and (
+                        self._still_troubled(g, key, onset)
+                        or (
+                            onset - min(g.onsets.values()) <= gap
+                            and (
+                                service in g.onsets or self._adjacent(service, g.onsets)
+                            )
+                        )
+                    )
                 ),
                 None,
             )
@@ -634,7 +704,7 @@ class Correlator:
             group.last_seen = now
             old = group.warning
             members = {*group.onsets}
-            found = {m: ev for m in members if (ev := self._evidence_of(m))}
+            found = {m: ev for m in members if (ev := self._ongoing(m, now))}
             ranked = rank_candidates(
                 self.topology,
                 set(old.at_risk) | set(at_risk),
@@ -676,26 +746,44 @@ class Correlator:
             for (layer, s, kpi), e in self._episodes.items()
             if s == service
         ]
-        # Calls to the service as its callers saw them (span edge series):
+        # Calls as the callers saw them (edge series) that blame the service:
         # a slow or failing callee shows there first, network delays too.
         for (_, s, kpi), e in self._episodes.items():
             edge = edge_of(s)
-            if edge is not None and edge[1] == service:
-                seen = Evidence.from_anomaly(e.last, e.onset)
-                found.append(
-                    seen.model_copy(
-                        update={
-                            # A callee of unknown kind is taken as a backend.
-                            "layer": self.topology.layers.get(service, Layer.BACKEND),
-                            "service": service,
-                            "kpi": f"{kpi} of calls from {edge[0]}",
-                        }
-                    )
+            if edge is None or self._place(s) != service:
+                continue
+            caller, callee = edge
+            seen = Evidence.from_anomaly(e.last, e.onset)
+            found.append(
+                seen.model_copy(
+                    update={
+                        # A service of unknown kind is taken as a backend.
+                        "layer": self.topology.layers.get(service, Layer.BACKEND),
+                        "service": service,
+                        "kpi": f"{kpi} of calls from {caller}"
+                        if service == callee
+                        else f"{kpi} of its calls to {callee}",
+                    }
                 )
+            )
         silence = self._silence_of(service)
         if silence is not None:
             found.append(silence)
         return sorted(found, key=lambda e: (e.onset, -e.score, e.kpi))
+
+    def _ongoing(self, service: str, now: datetime) -> list[Evidence]:
+        """The evidence of `service` whose episode goes on at `now`.
+
+        A warning is about trouble now: an episode that ended minutes ago
+        (a brief blip, a drift that settled) would make its service look
+        early, and so like the cause, without having anything to do with it.
+        """
+        gap = self._episode_gap()
+        return [
+            e
+            for e in self._evidence_of(service)
+            if now - (e.window_start + self._window) <= gap
+        ]
 
     def _changes_before(self, services: Iterable[str], onset: datetime) -> list[Change]:
         """Changes of `services` from `change_lookback_s` before `onset` on."""

@@ -24,6 +24,8 @@ from foreshock.topology import Topology
 
 __all__ = ["is_symptom", "is_throughput_up", "rank_candidates"]
 
+_FELT_BY_CALLERS = frozenset({"availability", "functionality", "speed"})
+
 
 def rank_candidates(
     topology: Topology,
@@ -78,9 +80,9 @@ def rank_candidates(
         explained_by = [
             d
             for d in topology.dependencies(service)
-            if d in evidence
+            if (d_onset := _felt_by_callers(evidence.get(d, []))) is not None
             and d not in origins
-            and (d_onset := min(e.onset for e in evidence[d])) <= onset
+            and d_onset <= onset
             and (sent_from is None or d_onset < sent_from)
         ]
         loaded_by = sorted(
@@ -164,6 +166,18 @@ def _demand_origins(
     for service in sorted(rising):
         trace(service, frozenset({service}))
     return {s: origins[s] for s in rising}
+
+
+def _felt_by_callers(evidence: list[Evidence]) -> datetime | None:
+    """When a dependency's trouble started in a way its callers can feel.
+
+    Callers feel a dependency through its calls: their speed, errors,
+    availability. How busy it is (memory, CPU, bytes sent, request rate)
+    reaches no caller by itself; when only that is anomalous, the
+    dependency explains none of its callers' trouble.
+    """
+    felt = [e.onset for e in evidence if e.dimension in _FELT_BY_CALLERS]
+    return min(felt, default=None)
 
 
 def _cause_of(

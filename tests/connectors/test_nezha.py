@@ -17,6 +17,7 @@ from connectors.nezha import (
     SHARD,
     InjectedFault,
     NezhaDay,
+    edge_series,
     load_day,
     metric_name,
     parse_time,
@@ -37,8 +38,9 @@ DAY = DATA / "nezha" / "rca_data" / "2022-08-22"
 FIRST_ROW = datetime(2022, 8, 22, 3, 51, 19, 573905, tzinfo=UTC)
 # Rows are timed near :19 of each minute; whole minutes from here hold whole rows.
 START = datetime(2022, 8, 22, 3, 51, tzinfo=UTC)
-# Five user-facing KPIs, and 19 metrics in each of the ten pod files.
-PER_MINUTE = 5 + 10 * 19
+# Five user-facing KPIs, 19 metrics in each of the ten pod files, and the 14
+# call edges' latencies timed from both ends.
+PER_MINUTE = 5 + 10 * 19 + 2 * 14
 
 
 @pytest.fixture(scope="module")
@@ -153,8 +155,9 @@ def test_events_come_in_time_order_one_gauge_per_cell(day: NezhaDay) -> None:
 
     events = list(day.events(until))
 
-    # emailservice's first ten rows lack three client latencies (NaN).
-    assert len(events) == 10 * PER_MINUTE - 3
+    # emailservice's first ten rows lack three client latencies (NaN); the
+    # edge files lack three latencies at 03:54 (empty cells).
+    assert len(events) == 10 * PER_MINUTE - 3 - 3
     assert [e.time for e in events] == sorted(e.time for e in events)
     assert events[0] == Event(
         time=FIRST_ROW,
@@ -166,17 +169,20 @@ def test_events_come_in_time_order_one_gauge_per_cell(day: NezhaDay) -> None:
     assert ("cartservice", Layer.API, "pod_server_latency_p95_s") in layers
     assert ("cartservice", Layer.INFRASTRUCTURE, "cpu_usage_rate_pct") in layers
     assert ("frontend-web", Layer.FRONTEND, "latency_p99_s") in layers
+    edge = "frontend->cartservice"
+    assert (edge, Layer.API, "client_latency_p50_s") in layers
+    assert (edge, Layer.API, "server_latency_p50_s") in layers
 
 
 def test_empty_cells_become_no_event(day: NezhaDay) -> None:
-    # At 05:20 checkoutservice lacks its three server latencies (NaN) and
-    # emailservice all six latencies.
+    # At 05:20 checkoutservice lacks its three server latencies (NaN),
+    # emailservice all six latencies, and the edge files seven latencies.
     start = datetime(2022, 8, 22, 5, 20, tzinfo=UTC)
 
     events = [e for e in day.events(start + timedelta(minutes=1)) if e.time >= start]
     checkout = {_name(e) for e in events if e.service == "checkoutservice"}
 
-    assert len(events) == PER_MINUTE - 9
+    assert len(events) == PER_MINUTE - 9 - 7
     assert "pod_client_latency_p90_s" in checkout
     assert "pod_server_latency_p90_s" not in checkout
 
@@ -187,7 +193,7 @@ def test_batches_carry_native_json_keyed_by_service(day: NezhaDay) -> None:
     batches = list(day.batches(150, until))
     messages = [m for b in batches for m in b.messages]
 
-    assert [len(b.messages) for b in batches] == [150, 150, 90]
+    assert [len(b.messages) for b in batches] == [150, 150, 146]
     assert {b.shard for b in batches} == {SHARD}
     assert [decode(m) for m in messages] == list(day.events(until))
     assert messages[0].key == b"frontend-web"
@@ -290,3 +296,13 @@ def test_replay_publishes_to_kafka_with_event_timestamps(
 def _name(event: Event) -> str:
     assert isinstance(event.payload, MetricSample)
     return event.payload.name
+
+
+def test_edge_columns_split_where_both_halves_name_services() -> None:
+    services = ["api", "order_db", "web_shop"]
+    source = Path("source_50.csv")
+
+    assert edge_series("web_shop_api", services, source) == "web_shop->api"
+    assert edge_series("api_order_db", services, source) == "api->order_db"
+    with pytest.raises(ValueError, match=r"'api_nowhere' of 'source_50\.csv'"):
+        edge_series("api_nowhere", services, source)
