@@ -78,6 +78,14 @@ class SlidingTail:
             return 0.0
         return self._sorted[min(len(self._sorted) - 1, int(q * len(self._sorted)))]
 
+    def rank(self, x: float) -> float:
+        """The share of the window below `x`, ties counted half; 0.5 if empty."""
+        n = len(self._sorted)
+        if n == 0:
+            return 0.5
+        below = bisect_left(self._sorted, x)
+        return (below + bisect_right(self._sorted, x)) / 2 / n
+
     def upper_decades(self, x: float, floor: float) -> float:
         """-log10 of the tail probability of values >= `x`."""
         n = len(self._sorted)

@@ -34,6 +34,14 @@ a first dip after a spike, or a spike two decades higher than usual, is not.
 The result is mapped to `1 - 2^(-d / 3)`: 0.5 means a one-in-a-thousand
 value for this series.
 
+A burst of new shape raises the surprise: each value is also a symbol of its
+band among recent values and its step (`models._sequence`), and when at least
+`sequence_novel` of the last `sequence_span` symbols never followed their
+context before, the surprise of a value that some view already finds
+`sequence_gate` decades rare grows by `sequence_decades` for each novel symbol
+from the `sequence_novel`-th on. A spike in a familiar rhythm adds nothing;
+a stretch of values in an order the series never took does.
+
 A score that does not exceed the highest of the last `refractory` scores is
 damped, so one incident yields one detection rather than a run of them. Values
 judged anomalous are learned clipped to the edge of what was seen, so one
@@ -54,6 +62,7 @@ from datetime import datetime
 from models._blocks import BlockTail
 from models._context import TransitionNovelty
 from models._seasonal import SeasonalMemory
+from models._sequence import SequenceNovelty, symbol
 from models._tail import SlidingTail, warmup_score
 from models.base import DetectorState, Score
 
@@ -72,7 +81,9 @@ class LongTailConfig:
     of `slot_seconds`-long slots are kept for the routine view, in local time
     of `timezone`. Each of `explain`, `sustain`, `novelty_margin` and
     `heavy_tail` turns its part off at 0 (or false), which gives the
-    detector as it was before those parts.
+    detector as it was before those parts; so does `sequence_span` for the
+    sequence novelty, whose table of `sequence_counters` 2-bit counts takes
+    a kilobyte a series.
     """
 
     window: int = 500
@@ -96,6 +107,13 @@ class LongTailConfig:
     novelty_margin: float = 2.0
     novelty_cap: int = 4
     heavy_tail: bool = True
+    sequence_span: int = 20
+    sequence_novel: int = 3
+    sequence_decades: float = 0.5
+    sequence_gate: float = 1.0
+    sequence_order: int = 2
+    sequence_counters: int = 4096
+    sequence_context: int = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,14 +187,24 @@ class _View:
             self.long.add(v)
 
 
-class LongTailDetector:
-    """Jump, held, routine and level views against short and long memory.
+def _sequence_of(c: LongTailConfig) -> SequenceNovelty | None:
+    """The sequence novelty `c` asks for; None when `sequence_span` is 0."""
+    if not c.sequence_span:
+        return None
+    return SequenceNovelty(
+        c.sequence_order, c.sequence_counters, c.sequence_context, c.sequence_span
+    )
 
-    Per-series state with the defaults is about 32 KB pickled and 37 KB in
+
+class LongTailDetector:
+    """Jump, held, routine and level views against short and long memory,
+    raised by sequence novelty.
+
+    Per-series state with the defaults is about 33 KB pickled and 38 KB in
     memory once every window is full: per view a short window of 500 32-bit
     floats (kept twice, in arrival order and sorted) and rings of 200 block
-    maxima and minima, seven days of five-minute slots (8 KB) and a table of
-    81 16-bit step counts.
+    maxima and minima, seven days of five-minute slots (8 KB), a table of
+    81 16-bit step counts and 1 KB of 2-bit sequence counts.
     """
 
     name = "longtail"
@@ -194,6 +222,7 @@ class LongTailDetector:
         "_residuals",
         "_routine",
         "_seen",
+        "_sequence",
         "_steps",
         "config",
         "direction",
@@ -213,6 +242,7 @@ class LongTailDetector:
         self._residuals: list[float] = []
         self._steps = TransitionNovelty(c.novelty_cap, order=1)
         self._days = SeasonalMemory(c.slot_seconds, c.routine_days, c.timezone)
+        self._sequence = _sequence_of(c)
         self._forecast: float | None = None
         # Doubles in an array: a list of Python floats takes four times more.
         self._recent_scores = array("d")
@@ -250,6 +280,9 @@ class LongTailDetector:
         if c.novelty_margin > 0:
             self._steps.add(judgement.step)
 
+        if self._sequence is not None:
+            self._sequence.add(self._symbol(x, judgement.step))
+
         explained = judgement.routine < c.explain
         clip = judgement.uncapped >= c.gate_decades and not explained
         self._learn_value(x, t, clip)
@@ -283,9 +316,23 @@ class LongTailDetector:
         capped = recent
         if c.novelty_margin > 0:
             capped = min(recent, self._steps.decades(step) + c.novelty_margin)
-        return _Judgement(
-            max(capped, routine), max(recent, routine), routine_both, step
-        )
+        decades = max(capped, routine)
+        decades += self._sequence_decades(x, step, decades)
+        return _Judgement(decades, max(recent, routine), routine_both, step)
+
+    def _sequence_decades(self, x: float, step: int, decades: float) -> float:
+        """Decades added for a burst of novel symbols, once a view sees some."""
+        c = self.config
+        if self._sequence is None or decades < c.sequence_gate:
+            return 0.0
+        novel = self._sequence.recent_novel(self._symbol(x, step))
+        if novel < c.sequence_novel:
+            return 0.0
+        return c.sequence_decades * (novel - c.sequence_novel + 1)
+
+    def _symbol(self, x: float, step: int) -> int:
+        # Ranked among the level view's recent values before `x` joins them.
+        return symbol(self._level.short.rank(x), step)
 
     def _sided(self, up: float, down: float) -> float:
         """The surprise on the side(s) of the baseline that matter."""
