@@ -123,8 +123,9 @@ class WindowSettings(_Section):
       time when it closes is marked `backfill` and pages nobody; the
       reference is processing time or, with `backfill_clock = "receive"`,
       the latest Kafka receive time (for replays that keep timestamps).
-      900 (15 minutes) suits production; off by default so that a replay of
-      old data still pages, as demos and tests expect.
+      900 (15 minutes) by default, so that a backlog read after downtime
+      pages nobody; replays of recorded data that should page as if live
+      set 0 (or keep timestamps and use the receive clock).
     - `max_clock_ahead_s` / `max_clock_behind_s`: an event this far ahead of
       (behind) its Kafka receive time is quarantined as clock skew.
     - `max_services` per shard and `max_series_per_service` (metric names
@@ -141,7 +142,7 @@ class WindowSettings(_Section):
     align_to: datetime = EPOCH
     forget_after_windows: int = Field(default=60, ge=1)
     idle_timeout_s: float = Field(default=300.0, ge=0)
-    backfill_after_s: float = Field(default=0.0, ge=0)
+    backfill_after_s: float = Field(default=900.0, ge=0)
     backfill_clock: Literal["processing", "receive"] = "processing"
     max_clock_ahead_s: float = Field(default=600.0, ge=0)
     max_clock_behind_s: float = Field(default=0.0, ge=0)

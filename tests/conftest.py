@@ -15,6 +15,10 @@ __all__ = ["kafka_bootstrap", "kafka_topics"]
 # (tests/connectors/test_cloudevents*.py). Explicit settings still win, and
 # subprocesses the tests start inherit this.
 os.environ.setdefault("FORESHOCK_OUTPUT__FORMAT", "native")
+# The suite replays recorded events of 2025 as if they were live; marking
+# backlogs (on by default: `window.backfill_after_s`) is tested on its own
+# (tests/core/test_event_time.py, tests/flows/test_event_time_flow.py).
+os.environ.setdefault("FORESHOCK_WINDOW__BACKFILL_AFTER_S", "0")
 
 
 def pytest_configure(config: pytest.Config) -> None:

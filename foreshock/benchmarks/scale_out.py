@@ -61,6 +61,8 @@ def run_processes(
         },
         "topics": outputs,
         "metrics": {"enabled": False},
+        # The traffic's times are of 2025: judged as live, not as a backlog.
+        "window": {"backfill_after_s": 0},
     }
     if processes > 1:
         sections["cluster"] = {"addresses": addresses}
