@@ -43,8 +43,21 @@ def _events(minutes: int, slow_from: int) -> list[OutMessage]:
     return out
 
 
+def _batched(messages: list[OutMessage]) -> list[OutMessage]:
+    """Each service's events of a minute in one message, as a JSON array."""
+    batches: dict[tuple[bytes | None, str], list[bytes]] = {}
+    for m in messages:
+        minute = json.loads(m.value)["time"][:16]
+        batches.setdefault((m.key, minute), []).append(m.value)
+    return [
+        OutMessage("", key, b"[" + b",".join(values) + b"]")
+        for (key, _), values in batches.items()
+    ]
+
+
+@pytest.mark.parametrize("shape", ["one event a message", "batches"])
 def test_events_in_kpis_anomalies_incidents_and_dead_letters_out(
-    kafka_bootstrap: str, kafka_topics, tmp_path
+    kafka_bootstrap: str, kafka_topics, tmp_path, shape: str
 ) -> None:
     names = kafka_topics(
         "in",
@@ -81,9 +94,10 @@ def test_events_in_kpis_anomalies_incidents_and_dead_letters_out(
         },
         correlation={"topology": topology},
     )
-    good = [
-        OutMessage(names[0], m.key, m.value) for m in _events(minutes=80, slow_from=70)
-    ]
+    events = _events(minutes=80, slow_from=70)
+    if shape == "batches":
+        events = _batched(events)
+    good = [OutMessage(names[0], m.key, m.value) for m in events]
     poison = [OutMessage(names[0], b"x", b"{not json"), OutMessage(names[0], b"x", b"")]
 
     produce_all(kafka_bootstrap, good[:100] + poison + good[100:])
