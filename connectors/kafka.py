@@ -240,6 +240,7 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
         self._committed: int | None = None
         self._next_offset = 0
         self._end: int | None = None
+        self._announce = False
         self._consumer = Consumer(
             _consumer_config(
                 settings, error_cb=self._on_client_error, on_commit=self._on_commit
@@ -264,6 +265,8 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
         self._consumer.assign([TopicPartition(self._topic, self._partition, start)])
         self._next_offset = start
         self._end = high if self._settings.stop_at_end else None
+        # Nothing to read yet: the first batch says so (see RawBatch).
+        self._announce = start >= high
         _LOG.info(
             "kafka source assigned topic=%s partition=%s offset=%s from=%s",
             self._topic,
@@ -295,6 +298,9 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
 
     def next_batch(self) -> list[RawBatch]:
         """The records that arrived since the last call, as at most one batch."""
+        if self._announce:
+            self._announce = False
+            return [RawBatch(self._shard, (), self._format, caught_up=True)]
         if self._finished():
             raise StopIteration
 

@@ -33,12 +33,15 @@ class RawBatch:
     partition (for Kafka, "topic:partition"); windows and watermarks are kept
     per shard. `format` names the decoder of every record in the batch (see
     `foreshock.decode`): a source reads one topic per batch, and a topic
-    carries one format.
+    carries one format. An empty batch with `caught_up` says the partition
+    had nothing to read when the source opened it, so that a flow waiting
+    for every partition's progress need not wait for this one.
     """
 
     shard: str
     messages: tuple[RawMessage, ...]
     format: str = "native"
+    caught_up: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,11 +27,16 @@ from bytewax.outputs import Sink
 
 from connectors.messages import RawBatch
 from flows.reports import ReportOutput, report_pages
-from flows.steps import CorrelateLogic, DetectLogic, WindowLogic
+from flows.steps import CorrelateLogic, DetectLogic, WindowItem, WindowLogic
 from foreshock import telemetry
 from foreshock.changes import CHANGE_FORMAT, read_change
 from foreshock.config import DEFAULT_DETECTOR, DEFAULT_THRESHOLD
-from foreshock.correlation import CorrelationConfig, Correlator, Output
+from foreshock.correlation import (
+    CorrelationConfig,
+    Correlator,
+    Output,
+    ShardProgress,
+)
 from foreshock.decode import Decoder, InputLimits, decode_native
 from foreshock.feedback import Feedback, SuppressionBook, feedback_of_batch
 from foreshock.kpis import DEFAULT_REGISTRY, KpiRegistry
@@ -71,6 +76,10 @@ class FlowConfig:
     threshold: float = DEFAULT_THRESHOLD
     topology: Topology = field(default_factory=Topology)
     correlation: CorrelationConfig = field(default_factory=CorrelationConfig)
+    # Every shard (source partition) whose windows the correlator waits
+    # for from the start, so that a process that starts late loses no
+    # window of its shards; empty, shards are learned as they report.
+    shards: frozenset[str] = frozenset()
     # Format name -> decoder; each batch names its format (`RawBatch.format`).
     decoders: Mapping[str, Decoder] = field(
         default_factory=lambda: {"native": decode_native}
@@ -121,6 +130,7 @@ def build_flow(
     items = op.key_rm("unkey_shard", windowed)
     kpis = op.filter_map("kpis", items, _kpi_or_none)
     rejected = op.filter_map("rejected", items, _rejected_or_none)
+    progress = op.filter_map("progress", items, _progress_or_none)
     # (series, KpiRecord)
     by_series = op.key_on("key_series", kpis, lambda r: r.series)
     # (series, KpiScore)
@@ -131,8 +141,8 @@ def build_flow(
         "anomalies", scored, lambda s: Anomaly.from_score(s) if s.anomalous else None
     )
     anomalies = op.inspect("count_anomalies", anomalies, _count_anomaly)
-    context: Stream[KpiScore | Change | Feedback]
-    context = op.merge("with_changes", scored, changes)
+    context: Stream[KpiScore | Change | Feedback | ShardProgress]
+    context = op.merge("with_changes", scored, changes, progress)
     if feedback is not None:
         # Feedback | DeadLetter, from its own input: read from the start on
         # each run without recovery, so suppressions outlive restarts.
@@ -144,12 +154,10 @@ def build_flow(
         unusable = op.filter("bad_feedback", said, lambda x: isinstance(x, DeadLetter))
         rejected = op.merge("rejected_all", rejected, unusable)
     # ("all", KpiScore | Change | Feedback): correlation sees every service.
-    # Shards read by different processes reach it interleaved, and it judges
-    # a window once any later window has arrived: when one shard runs well
-    # ahead (a backlog read at start), the other's windows are judged late,
-    # so an incident may cite later evidence or be published once more than
-    # with one process. Until windows wait for every shard's progress, run
-    # one process where incident content must not depend on timing.
+    # Shards read by different processes reach it interleaved: each
+    # shard's progress (`ShardProgress`, from the window step) tells it
+    # when a window is whole, so it judges the same windows, with the same
+    # scores, as one process does.
     together = op.key_on("key_all", context, lambda _: "all")
     correlate = op.stateful_batch("correlate", together, _correlate_builder(config))
     correlated = op.key_rm("unkey_all", correlate)
@@ -203,14 +211,16 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(200_000, 50, 100)
 
 
-def _kpi_or_none(item: KpiRecord | DeadLetter | LateEvent) -> KpiRecord | None:
+def _kpi_or_none(item: WindowItem) -> KpiRecord | None:
     return item if isinstance(item, KpiRecord) else None
 
 
-def _rejected_or_none(
-    item: KpiRecord | DeadLetter | LateEvent,
-) -> DeadLetter | LateEvent | None:
-    return None if isinstance(item, KpiRecord) else item
+def _rejected_or_none(item: WindowItem) -> DeadLetter | LateEvent | None:
+    return item if isinstance(item, DeadLetter | LateEvent) else None
+
+
+def _progress_or_none(item: WindowItem) -> ShardProgress | None:
+    return item if isinstance(item, ShardProgress) else None
 
 
 def _window_builder(config: FlowConfig) -> Callable[[bytes | None], WindowLogic]:
@@ -221,11 +231,11 @@ def _window_builder(config: FlowConfig) -> Callable[[bytes | None], WindowLogic]
             forget_after=config.forget_after_windows,
             policy=config.window_policy,
         )
-        if resume:
-            store.restore(pickle.loads(resume))
         logic = WindowLogic(
             store, config.decoders, config.on_window_closed, config.input_limits
         )
+        if resume:
+            logic.restore(pickle.loads(resume))
         logic.keep_state = config.snapshots
         return logic
 
@@ -253,6 +263,7 @@ def _correlate_builder(config: FlowConfig) -> Callable[[bytes | None], Correlate
         else:
             book = SuppressionBook(default_detector=config.detector)
             correlator = Correlator(config.topology, config.correlation, book)
+            correlator.expect_shards(config.shards)
             logic = CorrelateLogic(correlator)
         logic.keep_state = config.snapshots
         return logic

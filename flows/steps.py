@@ -14,7 +14,7 @@ from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 
 import msgspec
@@ -22,7 +22,7 @@ from bytewax.operators import StatefulBatchLogic, StatefulLogic
 
 from connectors.messages import RawBatch, RawMessage
 from foreshock import shutdown, telemetry
-from foreshock.correlation import Correlator, Output
+from foreshock.correlation import Correlator, Output, ShardProgress
 from foreshock.decode import (
     Decoder,
     InputLimits,
@@ -50,11 +50,13 @@ from foreshock.windows import (
 )
 from models import Detector
 
-__all__ = ["CorrelateLogic", "DetectLogic", "WindowLogic"]
+__all__ = ["CorrelateLogic", "DetectLogic", "WindowItem", "WindowLogic"]
 
 log = logging.getLogger(__name__)
 
-WindowItem = KpiRecord | DeadLetter | LateEvent
+WindowItem = KpiRecord | DeadLetter | LateEvent | ShardProgress
+# What a window step reported last: nothing yet.
+_NOTHING_REPORTED = datetime.min.replace(tzinfo=UTC)
 
 
 def wall_clock_us() -> int:
@@ -106,6 +108,10 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
         )
         # A store resumed from a snapshot starts its idle timeout afresh.
         store.restart_idle_clock(clock())
+        # The shard this step keeps (named by its first batch, or restored),
+        # and how far it last told the correlator it had closed.
+        self.shard: str | None = None
+        self._reported: datetime | None = _NOTHING_REPORTED
 
     def on_item(self, value: RawBatch) -> tuple[Iterable[WindowItem], bool]:
         out: list[WindowItem] = []
@@ -121,6 +127,10 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
             self._decoded(value, decoder, out)
         out.extend(self._closed(store.close_ready()))
         telemetry.window_batch(value, out, self.tombstones - tombstones)
+        self.shard = value.shard
+        # A partition with nothing to read holds nothing back.
+        idle = value.caught_up and not value.messages and not store.holds_windows()
+        self._progress(out, idle=idle)
         return out, StatefulLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
@@ -131,9 +141,31 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
         return EPOCH + timedelta(microseconds=deadline)
 
     def on_notify(self) -> tuple[Iterable[WindowItem], bool]:
-        closed = self._closed(self.store.close_idle(self.clock()))
-        telemetry.window_batch(None, closed, 0)
-        return closed, StatefulLogic.RETAIN
+        now = self.clock()
+        deadline = self.store.idle_deadline_us()
+        out: list[WindowItem] = []
+        out.extend(self._closed(self.store.close_idle(now)))
+        telemetry.window_batch(None, out, 0)
+        # Past its timeout the shard is idle: it holds no window back until
+        # events come again.
+        self._progress(out, idle=deadline is not None and now >= deadline)
+        return out, StatefulLogic.RETAIN
+
+    def _progress(self, out: list[WindowItem], idle: bool) -> None:
+        """Tell the correlator how far this shard got (see `ShardProgress`).
+
+        Sent when windows closed or the shard's state changed; an idle or
+        finished shard reports None, so that no window waits for it.
+        """
+        if self.shard is None:
+            return
+        counts = Counter(
+            r.window_end for r in out if isinstance(r, KpiRecord) and not r.restated
+        )
+        through = None if idle else self.store.closed_through() or EPOCH
+        if counts or through != self._reported:
+            self._reported = through
+            out.append(ShardProgress(self.shard, through, dict(counts)))
 
     def _usable(self, message: RawMessage, out: list[WindowItem]) -> bytes | None:
         """The message's value, unless it is a tombstone or too large."""
@@ -319,15 +351,23 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
         if shutdown.requested():
             return [], StatefulLogic.RETAIN
         self.store.now_us = self.clock()
-        closed = self._closed(self.store.close_all())
-        telemetry.window_batch(None, closed, 0)
-        return closed, StatefulLogic.RETAIN
+        out: list[WindowItem] = []
+        out.extend(self._closed(self.store.close_all()))
+        telemetry.window_batch(None, out, 0)
+        self._progress(out, idle=True)
+        return out, StatefulLogic.RETAIN
 
     def snapshot(self) -> bytes:
         # Empty when nothing will read it back: a flow without recovery.
         if not self.keep_state:
             return b""
-        return pickle.dumps(self.store.state(), protocol=pickle.HIGHEST_PROTOCOL)
+        state = {"shard": self.shard, "store": self.store.state()}
+        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def restore(self, state: dict[str, object]) -> None:
+        """Take back what `snapshot` kept."""
+        self.store.restore(state["store"])  # type: ignore[arg-type]
+        self.shard = state["shard"]  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)
@@ -694,7 +734,10 @@ def score_window(
     )
 
 
-class CorrelateLogic(StatefulBatchLogic[KpiScore | Change | Feedback, Output, bytes]):
+CorrelateItem = KpiScore | Change | Feedback | ShardProgress
+
+
+class CorrelateLogic(StatefulBatchLogic[CorrelateItem, Output, bytes]):
     """Feeds every scored window, and every change, to the correlator.
 
     The detector step hands on a batch's scores grouped by series, so a batch
@@ -710,14 +753,15 @@ class CorrelateLogic(StatefulBatchLogic[KpiScore | Change | Feedback, Output, by
     def __init__(self, correlator: Correlator) -> None:
         self.correlator = correlator
 
-    def on_batch(
-        self, values: list[KpiScore | Change | Feedback]
-    ) -> tuple[Iterable[Output], bool]:
+    def on_batch(self, values: list[CorrelateItem]) -> tuple[Iterable[Output], bool]:
         out: list[Output] = []
         timed: list[KpiScore | Change] = []
+        progress: list[ShardProgress] = []
         for value in values:
             if isinstance(value, Feedback):
                 self.correlator.suppressions.add(value)
+            elif isinstance(value, ShardProgress):
+                progress.append(value)
             else:
                 timed.append(value)
         for item in sorted(timed, key=_time_of):
@@ -725,6 +769,10 @@ class CorrelateLogic(StatefulBatchLogic[KpiScore | Change | Feedback, Output, by
                 self.correlator.observe_change(item)
             else:
                 out += self.correlator.observe(item)
+        # Progress last: the batch's scores are all in before it completes
+        # any window.
+        for report in progress:
+            out += self.correlator.observe_progress(report)
         return out, StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[Iterable[Output], bool]:

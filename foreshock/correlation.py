@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -74,11 +74,30 @@ from foreshock.records import (
 )
 from foreshock.topology import Topology, edge_of
 
-__all__ = ["CorrelationConfig", "Correlator", "Output"]
+__all__ = ["CorrelationConfig", "Correlator", "Output", "ShardProgress"]
 
 EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
 
 Output = Incident | EarlyWarning | DataGap
+
+
+@dataclass(frozen=True, slots=True)
+class ShardProgress:
+    """How far one input shard (a Kafka partition) has closed its windows.
+
+    A flow's window step sends one for each batch of windows it closes:
+    `records` counts the KPI records it emitted per window end (corrections
+    of closed windows left out), and `closed_through` is the end of its
+    latest closed window, or None while the shard holds nothing back (idle
+    past its timeout, or at the end of its input). Once shards report, the
+    correlator judges a window only when every shard has closed it and
+    every score of it has arrived: however the shards are spread over
+    processes, and whatever their timing, each window is judged whole.
+    """
+
+    shard: str
+    closed_through: datetime | None
+    records: Mapping[datetime, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,9 +132,8 @@ class CorrelationConfig:
     # Where neither configuration nor traces give the call graph, infer
     # edges from which services' trouble reliably comes first.
     infer_calls: bool = False
-    # How many later windows to wait for before judging one: 0 suits one
-    # process; with several, scores of one window arrive interleaved with
-    # the next, and 1 or 2 keep each window whole.
+    # Without `ShardProgress` (scores fed directly, as the benchmarks do):
+    # how many later windows to wait for before judging one.
     settle_windows: int = 0
 
 
@@ -242,13 +260,20 @@ class Correlator:
     # The service each troubled call edge's series blames (`foreshock.edges`),
     # as judged while its episode went on.
     _blamed: dict[str, str] = field(default_factory=dict)
+    # What shards reported (`ShardProgress`); None until one does.
+    _shards: dict[str, datetime | None] | None = None
+    # Per window end: scores the shards announced, and scores arrived.
+    _expected: dict[datetime, int] = field(default_factory=dict)
+    _received: dict[datetime, int] = field(default_factory=dict)
+    _handled_through: datetime | None = None
 
     def observe(self, score: KpiScore) -> list[Output]:
         """Take one scored window; handle every window it shows complete.
 
-        A window is complete once a window `settle_windows` later has been
-        seen: with one process, the next one; with several, whose scores
-        interleave, a window or two later. A restated window was judged
+        Once shards report their progress (`observe_progress`), a window is
+        complete when every shard has closed it and all its scores have
+        arrived. Before that, a window is complete once a window
+        `settle_windows` later has been seen. A restated window was judged
         when it first closed; its correction is published as it is and
         takes no part in incidents.
         """
@@ -257,10 +282,46 @@ class Correlator:
         end = score.kpi.window_end
         self._window = end - score.kpi.window_start
         self._pending.setdefault(end, []).append(score)
+        self._received[end] = self._received.get(end, 0) + 1
+        if self._shards is not None:
+            return self._settled()
         self._latest = max(self._latest or end, end)
         horizon = self._latest - self.config.settle_windows * self._window
         ready = [w for w in self._pending if w < horizon]
         return [out for w in sorted(ready) for out in self._handle(w)]
+
+    def expect_shards(self, names: Iterable[str]) -> None:
+        """Wait for these shards' progress before judging any window."""
+        shards = self._shards if self._shards is not None else {}
+        for name in names:
+            shards.setdefault(name, EPOCH_UTC)
+        if shards:
+            self._shards = shards
+
+    def observe_progress(self, progress: ShardProgress) -> list[Output]:
+        """Take a shard's progress; handle every window it shows complete."""
+        if self._shards is None:
+            self._shards = {}
+        self._shards[progress.shard] = progress.closed_through
+        done = self._handled_through
+        for end, count in progress.records.items():
+            if done is None or end > done:
+                self._expected[end] = self._expected.get(end, 0) + count
+        return self._settled()
+
+    def _settled(self) -> list[Output]:
+        """Handle complete windows in order, up to the first incomplete one."""
+        out: list[Output] = []
+        for end in sorted(self._pending):
+            if not self._complete(end):
+                break
+            out.extend(self._handle(end))
+        return out
+
+    def _complete(self, end: datetime) -> bool:
+        assert self._shards is not None
+        closed = all(t is None or t >= end for t in self._shards.values())
+        return closed and self._received.get(end, 0) >= self._expected.get(end, 0)
 
     def observe_change(self, change: Change) -> None:
         """Take a deploy or other change: context from now on."""
@@ -278,6 +339,10 @@ class Correlator:
 
     def _handle(self, window_end: datetime) -> Iterator[Output]:
         scores = self._pending.pop(window_end)
+        self._expected.pop(window_end, None)
+        self._received.pop(window_end, None)
+        if self._handled_through is None or window_end > self._handled_through:
+            self._handled_through = window_end
         self._learn_calls(scores)
         returned = self._track_silence(scores)
         anomalies = [Anomaly.from_score(s) for s in self._confirmed(scores)]

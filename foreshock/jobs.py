@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -85,10 +86,18 @@ def kafka_flow(settings: Settings, *, until_end: bool = False) -> Dataflow:
     # With recovery, nothing may be snapshotted before Kafka has it.
     sink = KafkaSink(client, wait_for_delivery=settings.recovery.dir is not None)
     encode = encoder(settings.topics, settings.output)
+    # Every process lists the same partitions: the correlator waits for
+    # each windowed one, whichever process reads it and whenever it starts.
+    windowed = [
+        part
+        for part in source.list_parts()
+        if k.formats.get(part.rpartition(":")[0]) != CHANGE_FORMAT
+    ]
+    config = replace(flow_config(settings), shards=frozenset(windowed))
     return build_flow(
         source,
         sink,
-        flow_config(settings),
+        config,
         encode=encode,
         alerts=notice_sink(settings),
         feedback=feedback_source(settings, until_end=until_end),

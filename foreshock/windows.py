@@ -465,6 +465,16 @@ class WindowStore:
             self._ready.extend(self._restated())
         return late
 
+    def holds_windows(self) -> bool:
+        """Whether any window is open (events in it not yet published)."""
+        return bool(self._open) or bool(self._pending)
+
+    def closed_through(self) -> datetime | None:
+        """The end of the latest window closed; None before any closed."""
+        if self.next_to_close is None or not self._closed_any:
+            return None
+        return self.spec.end(self.next_to_close - 1)
+
     def close_ready(self) -> list[KpiRecord]:
         """The records of every window the watermark has passed so far."""
         self._ready.extend(self._close_passed())

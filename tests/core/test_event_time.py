@@ -2,6 +2,7 @@
 idle shards, clocks that lie and backlogs replayed after downtime."""
 
 import json
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from connectors.messages import RawBatch, RawMessage
 from flows.steps import WindowLogic
 from foreshock.config import WindowSettings
-from foreshock.correlation import CorrelationConfig, Correlator
+from foreshock.correlation import CorrelationConfig, Correlator, ShardProgress
 from foreshock.decode import InputLimits
 from foreshock.layers import Layer
 from foreshock.records import Anomaly, Incident, KpiRecord, KpiScore, LateEvent
@@ -139,7 +140,10 @@ def test_sliding_windows_do_not_depend_on_batching(size: int) -> None:
         out: list[object] = []
         for i in range(0, len(messages), size):
             out += logic.on_item(RawBatch("t:0", tuple(messages[i : i + size])))[0]
-        return out + list(logic.on_eof()[0])
+        # Progress reports to the correlator follow the batches; the
+        # records do not.
+        out += logic.on_eof()[0]
+        return [x for x in out if not isinstance(x, ShardProgress)]
 
     one_by_one = run(1)
 
@@ -252,7 +256,9 @@ def test_an_idle_shard_closes_its_windows_by_processing_time() -> None:
     clock.advance(1)
     closed, _ = logic.on_notify()
 
-    assert list(out) == [] and list(early) == []
+    # Nothing closed: the correlator only hears that nothing has.
+    nothing_closed = ShardProgress("telemetry:0", EPOCH, {})
+    assert list(out) == [nothing_closed] and list(early) == []
     assert first == T0 + timedelta(minutes=2, seconds=40)
     records = [r for r in closed if isinstance(r, KpiRecord)]
     assert _requests(records) == {
@@ -260,6 +266,13 @@ def test_an_idle_shard_closes_its_windows_by_processing_time() -> None:
         "checkout-api 10:01:00.000000": (None, "no_data"),
     }
     assert {r.closed_by for r in records} == {"idle_timeout"}
+    # Idle now: no window of another shard waits for this one.
+    [progress] = [x for x in closed if isinstance(x, ShardProgress)]
+    assert progress.closed_through is None
+    # It counts the records of each window it closed, so the correlator
+    # knows when all their scores are in.
+    assert progress.records == Counter(r.window_end for r in records)
+    assert set(progress.records) == {T0 + timedelta(minutes=m) for m in (1, 2)}
     # Window 10:02 closes once the watermark reaches 10:03:00: event time
     # 10:03:30, 170 s of processing time after the last advance.
     assert logic.notify_at() == T0 + timedelta(minutes=3, seconds=30)
