@@ -8,6 +8,7 @@ from itertools import islice
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from connectors.messages import RawBatch
+from foreshock import shutdown
 
 __all__ = ["IterableSource"]
 
@@ -37,6 +38,9 @@ class _Partition(StatefulSourcePartition[RawBatch, int]):
         self._done = done
 
     def next_batch(self) -> list[RawBatch]:
+        # A stop asked for by a signal ends the input here (foreshock.shutdown).
+        if shutdown.requested():
+            raise StopIteration
         batch = next(self._batches)
         self._done += 1
         return [batch]

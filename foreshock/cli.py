@@ -45,7 +45,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"foreshock: {_said(error)}", file=sys.stderr)
         return 2
+    except Exception as error:
+        # Bytewax wraps a Ctrl-C that reaches a step in an error of its own.
+        if not _interrupted(error):
+            raise
+        print("foreshock: interrupted", file=sys.stderr)
+        return _INTERRUPTED
+    except KeyboardInterrupt:
+        print("foreshock: interrupted", file=sys.stderr)
+        return _INTERRUPTED
     return result
+
+
+# What a shell reports for a process ended by SIGINT (128 + 2).
+_INTERRUPTED = 130
+
+
+def _interrupted(error: BaseException) -> bool:
+    """Whether a Ctrl-C is what ended this error's chain of causes."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _said(error: BaseException) -> str:

@@ -27,6 +27,7 @@ from connectors.routing import encoder
 from connectors.simulator import SimulatedStack, demo_stack
 from flows.pipeline import FlowConfig, Record, build_flow
 from flows.reports import ReportOutput
+from foreshock import shutdown
 from foreshock.config import OutputSettings, TopicSettings
 from foreshock.present import describe_gap, describe_incident, describe_warning
 from foreshock.records import (
@@ -93,7 +94,13 @@ def simulate(
         config,
         reports=pages,
     )
-    run_main(flow)  # type: ignore[no-untyped-call]
+    # Ctrl-C ends the simulation where it is; the report shows that much.
+    with shutdown.on_signals():
+        run_main(flow)  # type: ignore[no-untyped-call]
+    if shutdown.requested():
+        print(
+            "foreshock: stopped early; what follows covers that much", file=sys.stderr
+        )
     return report
 
 
