@@ -123,6 +123,10 @@ class KafkaSource(FixedPartitionedSource[RawBatch, int]):
     - `formats` maps a topic to the format of its records ("native" when not
       named); each batch carries its topic's format, so the flow picks the
       decoder without knowing where the batch came from.
+    - `process` = (index, count) in a cluster of processes: this process
+      lists, and so reads, every count-th partition from its index on
+      (Bytewax builds a partition where it is listed), so partitions are
+      spread evenly rather than wherever a hash of their names falls.
     """
 
     def __init__(
@@ -135,15 +139,25 @@ class KafkaSource(FixedPartitionedSource[RawBatch, int]):
         poll_timeout_s: float = 0.05,
         stop_at_end: bool = False,
         formats: Mapping[str, str] | None = None,
+        process: tuple[int, int] = (0, 1),
     ) -> None:
         _check_source_arguments(topics, config, starting_offset, batch_size)
+        index, count = process
+        if not 0 <= index < count:
+            raise ValueError(f"process {index} of {count} does not exist")
         self._topics = list(topics)
         self._formats = dict(formats or {})
+        self._process = process
         self._settings = _SourceSettings(
             dict(config), starting_offset, batch_size, poll_timeout_s, stop_at_end
         )
 
     def list_parts(self) -> list[str]:
+        """The partitions this process reads, as "topic:partition"."""
+        index, count = self._process
+        return self.all_parts()[index::count]
+
+    def all_parts(self) -> list[str]:
         """Every partition of every topic, as "topic:partition"."""
         consumer = Consumer(_consumer_config(self._settings))
         try:

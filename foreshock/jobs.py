@@ -82,6 +82,7 @@ def kafka_flow(settings: Settings, *, until_end: bool = False) -> Dataflow:
         batch_size=k.batch_size,
         stop_at_end=until_end,
         formats=k.formats,
+        process=_process_of(settings),
     )
     # With recovery, nothing may be snapshotted before Kafka has it.
     sink = KafkaSink(client, wait_for_delivery=settings.recovery.dir is not None)
@@ -90,7 +91,7 @@ def kafka_flow(settings: Settings, *, until_end: bool = False) -> Dataflow:
     # each windowed one, whichever process reads it and whenever it starts.
     windowed = [
         part
-        for part in source.list_parts()
+        for part in source.all_parts()
         if k.formats.get(part.rpartition(":")[0]) != CHANGE_FORMAT
     ]
     config = replace(flow_config(settings), shards=frozenset(windowed))
@@ -103,6 +104,14 @@ def kafka_flow(settings: Settings, *, until_end: bool = False) -> Dataflow:
         feedback=feedback_source(settings, until_end=until_end),
         reports=report_output(settings),
     )
+
+
+def _process_of(settings: Settings) -> tuple[int, int]:
+    """(this process's index, how many processes) of the configured cluster."""
+    c = settings.cluster
+    if not c.addresses or c.process_id is None:
+        return 0, 1
+    return c.process_id, len(c.addresses)
 
 
 def feedback_source(
