@@ -43,7 +43,11 @@ from the `sequence_novel`-th on. A spike in a familiar rhythm adds nothing;
 a stretch of values in an order the series never took does.
 
 A score that does not exceed the highest of the last `refractory` scores is
-damped, so one incident yields one detection rather than a run of them. Values
+damped, so one incident yields one detection rather than a run of them. So is
+every score for `burst` values after one of at least `burst_decades`: an
+incident that keeps rising (a surge that climbs for a few values, a spike
+followed by a higher one) raises a new peak at each step, which the
+refractory alone lets through as a new detection each time. Values
 judged anomalous are learned clipped to the edge of what was seen, so one
 absurd value cannot drag the baseline while a lasting level shift is still
 learned step by step; values the routine view explains (a surprise below
@@ -83,7 +87,8 @@ class LongTailConfig:
     `heavy_tail` turns its part off at 0 (or false), which gives the
     detector as it was before those parts; so does `sequence_span` for the
     sequence novelty, whose table of `sequence_counters` 2-bit counts takes
-    a kilobyte a series.
+    a kilobyte a series. `burst` at 0 lets a rising incident through at
+    each new peak, as before it.
     """
 
     window: int = 500
@@ -114,6 +119,8 @@ class LongTailConfig:
     sequence_order: int = 2
     sequence_counters: int = 4096
     sequence_context: int = 2
+    burst: int = 20
+    burst_decades: float = 4.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +230,7 @@ class LongTailDetector:
         "_routine",
         "_seen",
         "_sequence",
+        "_since_alarm",
         "_steps",
         "config",
         "direction",
@@ -246,6 +254,8 @@ class LongTailDetector:
         self._forecast: float | None = None
         # Doubles in an array: a list of Python floats takes four times more.
         self._recent_scores = array("d")
+        # Values learned since the last score of at least `burst_decades`.
+        self._since_alarm = c.burst
         self._seen = 0
         # (x, t, judgement, undamped score) of the last scored value, so that
         # learning the same value does not judge it twice.
@@ -274,9 +284,8 @@ class LongTailDetector:
             return
         judgement, value = self._judged(x, t)
         c = self.config
-        if self._state() == "ready" and c.refractory:
-            self._recent_scores.append(value)
-            del self._recent_scores[: -c.refractory]
+        if self._state() == "ready":
+            self._note_score(value)
         if c.novelty_margin > 0:
             self._steps.add(judgement.step)
 
@@ -376,10 +385,25 @@ class LongTailDetector:
         return 1.0 - math.pow(2.0, -d / self.config.half_score_decades)
 
     def _damped(self, value: float) -> float:
+        """`value`, damped when it adds no new detection: within a burst
+        after an alarm, or no higher than the recent peak."""
         c = self.config
+        if self._since_alarm < c.burst:
+            return value * c.damp
         if c.refractory and value <= max(self._recent_scores, default=0.0):
             return value * c.damp
         return value
+
+    def _note_score(self, value: float) -> None:
+        """Remember an undamped score for the damping of later ones."""
+        c = self.config
+        if c.refractory:
+            self._recent_scores.append(value)
+            del self._recent_scores[: -c.refractory]
+        if value >= self._calibrate(c.burst_decades):
+            self._since_alarm = 0
+        elif self._since_alarm < c.burst:
+            self._since_alarm += 1
 
     def _judged(self, x: float, t: datetime) -> tuple[_Judgement, float]:
         last = self._last

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import pickle
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -109,10 +110,10 @@ def test_a_new_order_of_familiar_values_is_raised_only_where_it_happens() -> Non
     cycle = [10.0, 14.0, 11.0, 17.0, 12.0, 19.0, 13.0, 15.0]
     values = cycle * 120 + cycle[::-1] * 2 + cycle * 4
     swap = len(cycle) * 120
-    on = LongTailDetector(config=LongTailConfig(refractory=0, routine=False))
-    off = LongTailDetector(
-        config=LongTailConfig(refractory=0, routine=False, sequence_span=0)
-    )
+    # No damping of any kind, so that scores differ by the sequence only.
+    quiet = LongTailConfig(refractory=0, burst=0, routine=False)
+    on = LongTailDetector(config=quiet)
+    off = LongTailDetector(config=replace(quiet, sequence_span=0))
 
     added = []
     for i, x in enumerate(values):
