@@ -407,14 +407,20 @@ class _NativeBatch:
     The samples of the whole batch are gathered into one list, message by
     message, so that the per-event work is the decoder's and the store's
     alone. Where each sample came from is kept per message, not per
-    sample (`_Run`), and looked up only for the few samples that need it
-    afterwards: dead letters, late and quarantined events.
+    sample, and looked up only for the few samples that need it afterwards:
+    dead letters, late and quarantined events.
     """
 
     def __init__(self, logic: WindowLogic) -> None:
         self._logic = logic
-        self._runs: list[_Run] = []
+        # Per message that gave samples: the message and its first sample's
+        # position. By that message's index, when some of its events were
+        # held back: the place in the message of each sample it gave; when
+        # the model decoded it: its events.
+        self._origins: list[RawMessage] = []
         self._starts: list[int] = []
+        self._places: dict[int, list[int]] = {}
+        self._events: dict[int, list[Event]] = {}
         # The position the next message's first sample takes.
         self._next = 0
         self._letters: list[tuple[int, int, WindowItem]] = []
@@ -439,7 +445,7 @@ class _NativeBatch:
 
     def _parts(self, messages: Iterable[RawMessage]) -> Iterator[list[Sample]]:
         """The samples of each message that has any, in input order."""
-        logic = self._logic
+        logic, origins, starts = self._logic, self._origins, self._starts
         bound = logic.limits.max_message_bytes or _UNCHECKED
         # Receive times matter only to a skew bound or a receive-time
         # backfill clock; without either, no event pays for them.
@@ -458,19 +464,25 @@ class _NativeBatch:
             elif watch and message.timestamp_ms is not None:
                 scanned = self._received(scanned, message)
             else:
-                self._add_run(_Run(message), len(scanned))
+                # `_add`, written out: this runs once per message.
+                origins.append(message)
+                starts.append(self._next)
+                self._next += len(scanned)
             if scanned:
                 yield scanned
 
-    def _add_run(self, run: _Run, size: int) -> None:
-        self._runs.append(run)
+    def _add(self, message: RawMessage, size: int) -> int:
+        """Note where a message's samples start; return its index."""
+        self._origins.append(message)
         self._starts.append(self._next)
         self._next += size
+        return len(self._origins) - 1
 
-    def _run_of(self, position: int) -> tuple[_Run, int]:
-        """The run holding a sample position, and the sample's place in it."""
+    def _origin_of(self, position: int) -> tuple[int, int]:
+        """The index of the message that gave a sample position, and the
+        sample's place among that message's samples."""
         at = bisect_right(self._starts, position) - 1
-        return self._runs[at], position - self._starts[at]
+        return at, position - self._starts[at]
 
     def _received(self, samples: list[Sample], message: RawMessage) -> list[Sample]:
         """The samples not quarantined for clock skew; notes the receipt."""
@@ -480,12 +492,16 @@ class _NativeBatch:
         received_us = (message.timestamp_ms or 0) * 1000
         skew = logic._skew
         # Usually every event is within bounds: two comparisons say so.
-        stamps = list(map(_TIME, samples))
+        if len(samples) == 1:
+            latest = earliest = samples[0][0]
+        else:
+            stamps = list(map(_TIME, samples))
+            latest, earliest = max(stamps), min(stamps)
         if (
-            max(stamps) - received_us <= skew.ahead_us
-            and received_us - min(stamps) <= skew.behind_us
+            latest - received_us <= skew.ahead_us
+            and received_us - earliest <= skew.behind_us
         ):
-            self._add_run(_Run(message), len(samples))
+            self._add(message, len(samples))
             return samples
         kept: list[Sample] = []
         places: list[int] = []
@@ -496,11 +512,8 @@ class _NativeBatch:
             else:
                 kept.append(sample)
                 places.append(element)
-        if len(kept) == len(samples):
-            self._add_run(_Run(message), len(kept))
-            return samples
         if kept:
-            self._add_run(_Run(message, places), len(kept))
+            self._places[self._add(message, len(kept))] = places
         return kept
 
     def _refuse(self, message: RawMessage, data: bytes, position: int) -> None:
@@ -523,7 +536,7 @@ class _NativeBatch:
                 kept.append(event)
                 samples.append(sample)
         if kept:
-            self._add_run(_Run(message, None, kept), len(kept))
+            self._events[self._add(message, len(kept))] = kept
         return samples
 
     def _held(
@@ -542,11 +555,12 @@ class _NativeBatch:
 
     def _event(self, position: int) -> tuple[RawMessage, Event]:
         """The message of the sample at a position, and its event."""
-        run, place = self._run_of(position)
-        if run.events is not None:
-            return run.message, run.events[place]
-        element = place if run.places is None else run.places[place]
-        return run.message, _event_of(run.message, element)
+        at, place = self._origin_of(position)
+        message = self._origins[at]
+        if at in self._events:
+            return message, self._events[at][place]
+        element = self._places[at][place] if at in self._places else place
+        return message, _event_of(message, element)
 
     def rejected(self, late: list[LateSample], store: WindowStore) -> list[WindowItem]:
         """Dead letters, late and quarantined events in input order.
@@ -566,24 +580,10 @@ class _NativeBatch:
             late_event = _late(event, spec.start(index), watermark, message)
             items.append((position, 1, late_event))
         for position, _, detail in store.refused:
-            message = self._run_of(position)[0].message
+            message = self._origins[self._origin_of(position)[0]]
             items.append((position, 1, _capped(message, [detail])))
         items.sort(key=lambda item: item[:2])
         return [item for _, _, item in items]
-
-
-@dataclass(frozen=True, slots=True)
-class _Run:
-    """The samples one message gave, side by side in a batch's list.
-
-    `places` maps each sample to its event's place in the message when some
-    of the message's events were held back; `events` holds the events when
-    the model decoded them (the slow way).
-    """
-
-    message: RawMessage
-    places: list[int] | None = None
-    events: list[Event] | None = None
 
 
 def _event_of(message: RawMessage, element: int) -> Event:
