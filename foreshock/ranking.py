@@ -1,16 +1,26 @@
 """Root-cause candidates of an incident or early warning, ranked with reasons.
 
-Ranking, for each candidate service: the strength of its anomalies, how early
-its first one started compared to users' first symptom, and where it sits on
-the call graph. A candidate whose dependencies turned anomalous no later than
-it did is probably a symptom of them and is ranked down. A rise in request
-rate is demand: it is followed up the call graph through callers whose own
-rate rose too, to where it started (a service nobody calls, or callers whose
-rate held but who now call more per request, as after a release). The
-services it started from are credited with it; services that turned
-anomalous once that demand reached them are ranked down as loaded by it.
-A deploy or other change of a candidate shortly before its trouble raises
-it, and is given as the first reason.
+Ranking, for each candidate service: the strength of its anomalies and where
+it sits on the call graph. How long before the users a candidate turned
+anomalous is given as a reason but not scored: a series that drifted or
+changed level long ago (a standing condition) is early without being the
+cause, while a fault and the symptoms it causes usually start in the same
+few minutes; the order that matters is along the calls.
+
+A candidate whose trouble can be explained by a dependency's is probably a
+symptom of it and is ranked down: the dependency turned anomalous no later
+than it did, its trouble could travel up to it (directly, or through
+callers troubled too), and it is large enough (a few milliseconds more at a
+database do not explain half a second more above it). A fall in request
+rate alone is never a cause. A rise in request rate is demand: it is
+followed up the call graph through callers whose own rate rose too, to
+where it started (a service nobody calls, or callers whose rate held but who
+now call more per request, as after a release). The services it started
+from are credited with it; services that turned anomalous once that demand
+arrived at them are ranked down as loaded by it. A third-party endpoint is
+ranked a little below a service of our own at equal evidence. A deploy or
+other change of a candidate shortly before its trouble raises it, and is
+given as the first reason.
 """
 
 from __future__ import annotations
@@ -24,6 +34,13 @@ from foreshock.topology import Topology
 
 __all__ = ["is_symptom", "is_throughput_up", "rank_candidates"]
 
+# An incident names its five likeliest causes.
+_KEEP = 5
+# A third-party endpoint is seen only through its callers' calls: its timing
+# holds the network and whatever stands behind the host (often services of
+# our own behind a load balancer). At equal evidence, a service of our own is
+# the likelier cause.
+_THIRD_PARTY = 0.9
 _FELT_BY_CALLERS = frozenset({"availability", "functionality", "speed"})
 
 
@@ -66,29 +83,38 @@ def rank_candidates(
                 + ", ".join(sent)
             )
         cited = own + induced
-        if not cited:
+        # A fall in request rate alone is less demand from the callers, or
+        # callers that fail before calling: a symptom, never a cause.
+        if all(e.dimension == "throughput" and e.direction == "down" for e in cited):
             continue
         onset = min(e.onset for e in cited)
         strength = max(e.score for e in cited) + 0.05 * min(len(cited) - 1, 4)
         lead = (users_hit - onset).total_seconds()
-        earliness = 1.0 + 0.5 * max(-1.0, min(1.0, lead / 900.0))
         if lead > 0:
             reasons.append(f"anomalous {lead / 60:.0f} min before users were affected")
         # A dependency that turned anomalous once this service's extra
-        # requests reached it is loaded by them, not an explanation.
+        # requests reached it is loaded by them, not an explanation; one they
+        # did not reach still explains it.
         sent_from = demand_onset.get(service)
         explained_by = [
             d
-            for d in topology.dependencies(service)
+            for d in _troubled_reach(topology, service, evidence)
             if (d_onset := _felt_by_callers(evidence.get(d, []))) is not None
             and d not in origins
             and d_onset <= onset
-            and (sent_from is None or d_onset < sent_from)
+            and (
+                sent_from is None
+                or d_onset < sent_from
+                or not _reached(d, service, origins, topology)
+            )
+            and _can_explain(evidence.get(d, []), own)
         ]
         loaded_by = sorted(
             o
             for o, start in demand_onset.items()
-            if o != service and service in topology.dependencies(o) and start <= onset
+            if o != service
+            and start <= onset
+            and _reached(service, o, origins, topology)
         )
         graph = 0.6 if explained_by or loaded_by else 1.0
         if explained_by:
@@ -108,6 +134,8 @@ def rank_candidates(
                 "its request rate rose: demand sent by "
                 + ", ".join(sorted(origins[service]))
             )
+        if topology.layers.get(service, cited[0].layer) is Layer.THIRD_PARTY:
+            graph *= _THIRD_PARTY
         change = _cause_of(changes, service, onset, window)
         if change is not None:
             graph *= 1.25
@@ -116,7 +144,7 @@ def rank_candidates(
                 0,
                 f"{change.describe()}, {max(before, 0):.0f} min before its trouble",
             )
-        scored.append((strength * earliness * graph, onset, service, reasons, cited))
+        scored.append((strength * graph, onset, service, reasons, cited))
 
     scored.sort(key=lambda t: (-t[0], t[1], t[2]))
     distances = _distances(topology, users)
@@ -131,7 +159,7 @@ def rank_candidates(
             reasons=reasons,
             evidence=cited,
         )
-        for i, (score, onset, service, reasons, cited) in enumerate(scored[:5])
+        for i, (score, onset, service, reasons, cited) in enumerate(scored[:_KEEP])
     ]
 
 
@@ -178,6 +206,74 @@ def _felt_by_callers(evidence: list[Evidence]) -> datetime | None:
     """
     felt = [e.onset for e in evidence if e.dimension in _FELT_BY_CALLERS]
     return min(felt, default=None)
+
+
+def _troubled_reach(
+    topology: Topology, service: str, evidence: dict[str, list[Evidence]]
+) -> set[str]:
+    """The dependencies whose trouble could have reached `service`.
+
+    Trouble travels up the calls waiting on it: a dependency reaches the
+    service directly, or through callers that are troubled themselves. A
+    deep dependency behind healthy services explains nothing above them.
+    """
+    found: set[str] = set()
+    frontier = [service]
+    while frontier:
+        here = frontier.pop()
+        for callee in topology.callees(here):
+            if callee in found or callee == service:
+                continue
+            found.add(callee)
+            if _felt_by_callers(evidence.get(callee, [])) is not None:
+                frontier.append(callee)
+    return found
+
+
+def _reached(
+    service: str, origin: str, origins: dict[str, set[str]], topology: Topology
+) -> bool:
+    """Whether extra requests sent by `origin` arrived at `service`.
+
+    They arrive at a service whose request rate rose with them, or at the
+    callees of one. A caller that sends more per request need not send more
+    to each of its callees: a callee whose rate held, behind no caller whose
+    rate rose, is not known to have received any of them.
+    """
+    if service in origins and origin in origins[service]:
+        return True
+    carriers = {s for s, found in origins.items() if origin in found}
+    return any(c in carriers for c in topology.callers(service))
+
+
+def _added_delay(evidence: list[Evidence]) -> float | None:
+    """The largest delay a service's speed evidence adds over its expected value."""
+    added = [
+        e.value - e.expected
+        for e in evidence
+        if e.dimension == "speed" and e.direction == "up" and e.expected is not None
+    ]
+    return max(added, default=None)
+
+
+def _can_explain(dependency: list[Evidence], own: list[Evidence]) -> bool:
+    """Whether a dependency's trouble is large enough to explain a caller's.
+
+    A caller waits on its dependency, so a slow dependency can explain a slow
+    caller only by the delay it adds: a few milliseconds more at a database
+    do not explain half a second more at the service calling it.
+
+    Delays are compared as their KPIs give them, since evidence carries no
+    unit: a system whose services report speed in different units (seconds
+    here, milliseconds there) is misjudged until its KPIs share one.
+    """
+    mine, theirs = _added_delay(own), _added_delay(dependency)
+    if mine is None or mine <= 0:
+        return True
+    felt = {e.dimension for e in dependency if e.dimension in _FELT_BY_CALLERS}
+    if felt != {"speed"}:
+        return True
+    return theirs is not None and theirs >= 0.5 * mine
 
 
 def _cause_of(
