@@ -3,9 +3,11 @@
     read ─ RawBatch per source partition; change topics go to correlate
       └ window    decode, validate, aggregate per (layer, service, window);
                   closed windows become KPI records, bad input dead letters,
-                  events of closed windows late events
+                  events of closed windows late events; each partition's
+                  progress (`ShardProgress`) goes to correlate
           └ detect     one detector per KPI series, once per closed window
-              └ correlate  incidents and early warnings across services
+              └ correlate  incidents and early warnings across services,
+                           a window once every partition has closed it
 
 Every record any step produces goes to the one sink given, which routes it by
 type (to Kafka topics, a console, a list in tests).
