@@ -37,6 +37,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 
 from connectors.messages import OutMessage, RawBatch, RawMessage
 from foreshock import shutdown, telemetry
+from foreshock.errors import UserError
 
 __all__ = [
     "DeliveryError",
@@ -74,11 +75,11 @@ _T = TypeVar("_T")
 _Headers = tuple[tuple[str, bytes], ...]
 
 
-class MissingTopicError(LookupError):
+class MissingTopicError(UserError, LookupError):
     """A topic that a source should read does not exist on the cluster."""
 
 
-class DeliveryError(RuntimeError):
+class DeliveryError(UserError, RuntimeError):
     """Some messages given to a sink were not delivered to Kafka."""
 
 

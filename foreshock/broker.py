@@ -374,6 +374,10 @@ def _server_properties(workdir: Path, port: int, controller_port: int) -> str:
         "share.coordinator.state.topic.replication.factor": "1",
         "share.coordinator.state.topic.min.isr": "1",
         "group.initial.rebalance.delay.ms": "0",
+        # Records keep their event times (replays of recorded data, tests of
+        # 2025): with the default 7-day retention the broker would delete
+        # them at its next check, while they are still to be read.
+        "log.retention.ms": "-1",
     }
     return "".join(f"{name}={value}\n" for name, value in settings.items())
 

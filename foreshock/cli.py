@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import KafkaException
 from pydantic import ValidationError
 
+from foreshock.errors import UserError
 from foreshock.layers import Layer
 
 if TYPE_CHECKING:
@@ -45,6 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"foreshock: {_said(error)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`| head`): what is left goes nowhere, so
+        # that Python's own flush at exit does not trip over the pipe too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as error:
         # Bytewax wraps a Ctrl-C that reaches a step in an error of its own.
         if not _interrupted(error):
@@ -84,7 +91,13 @@ def _said(error: BaseException) -> str:
     return str(error)
 
 
-_USER_ERRORS = (ValidationError, FileNotFoundError, KafkaException, ValueError)
+_USER_ERRORS = (
+    ValidationError,
+    FileNotFoundError,
+    KafkaException,
+    ValueError,
+    UserError,
+)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from connectors.kafka import produce_all
+from connectors.kafka import ensure_topics, produce_all
 from connectors.messages import OutMessage
 from foreshock.config import Settings
 from foreshock.feedback import Feedback, Scope, TargetKind, Verdict, parse_duration
@@ -144,6 +144,8 @@ def publish(settings: Settings, feedback: Feedback, key: str) -> None:
         feedback.model_dump_json().encode(),
         (("foreshock-record", b"Feedback/1"),),
     )
+    client = {"bootstrap.servers": k.bootstrap_servers, **k.client}
+    ensure_topics(client, [settings.topics.feedback], create=k.create_topics)
     produce_all(k.bootstrap_servers, [message], config=k.client)
 
 

@@ -199,8 +199,19 @@ def run_kafka_job(config: Path | None, *, until_end: bool = False) -> int:
         print(f"stopped: {telemetry.summary()}; open windows {kept}", file=sys.stderr)
     elif until_end:
         print(f"done: {telemetry.summary()}", file=sys.stderr)
+        if telemetry.records_read() == 0:
+            print(_nothing_read(settings), file=sys.stderr)
     log.info("stopped")
     return 0
+
+
+def _nothing_read(settings: Settings) -> str:
+    k = settings.kafka
+    return (
+        f"foreshock: nothing was read from {', '.join(k.input_topics)}: empty, "
+        f"or read already by group {k.group_id!r} (set kafka.group_id to "
+        "another name to read it again)"
+    )
 
 
 def _output_topics(settings: Settings) -> list[str]:

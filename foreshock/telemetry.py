@@ -236,20 +236,26 @@ def serve_metrics(port: int, address: str = "0.0.0.0") -> MetricsServer:
     return metrics
 
 
+def total(name: str) -> int:
+    """A counter's total over its labels, in this process so far."""
+    return int(
+        sum(
+            sample.value
+            for metric in REGISTRY.collect()
+            if metric.name == name
+            for sample in metric.samples
+            if sample.name == f"{name}_total"
+        )
+    )
+
+
+def records_read() -> int:
+    """Input records this process has read so far."""
+    return total("foreshock_events_in")
+
+
 def summary() -> str:
     """One line of what this process has done so far, for a person."""
-
-    def total(name: str) -> int:
-        return int(
-            sum(
-                sample.value
-                for metric in REGISTRY.collect()
-                if metric.name == name
-                for sample in metric.samples
-                if sample.name == f"{name}_total"
-            )
-        )
-
     return (
         f"{total('foreshock_events_in')} records read, "
         f"{total('foreshock_events_decoded')} events decoded, "

@@ -67,6 +67,24 @@ def _drain(config: Path, log: Path) -> None:
     assert done.wait(timeout=60) == 0, log.read_text()[-3000:]
 
 
+def _resume(config: Path, log: Path, bootstrap: str, source: str, read: int) -> None:
+    """Run again while the second half arrives, until a snapshot holds it
+    all; then drain. `read`: how many records the topic held before."""
+    flow = start_run(config, log)
+    try:
+        total = produce(bootstrap, source, _SECOND_HALF) + read
+        wait_until(
+            lambda: committed(bootstrap, source, source) == total,
+            _WAIT_S,
+            "snapshot of the whole input",
+            flow,
+        )
+    finally:
+        flow.send_signal(signal.SIGKILL)
+        flow.wait()
+    _drain(config, log)
+
+
 def _kpi_messages_of_window(outputs: Outputs, minute: int) -> int:
     start = f"2025-03-04T09:{minute:02d}:00Z"
     return sum(1 for r in outputs.by_kind["kpis"] if r["kpi"]["window_start"] == start)
@@ -131,21 +149,7 @@ def test_a_killed_flow_resumes_from_its_snapshot(
     assert committed(bootstrap, source, source) == first, "killed after a snapshot"
 
     # Second run: resumes from the snapshot while the rest arrives.
-    flow = start_run(config, log)
-    try:
-        total = (
-            produce(bootstrap, source, _SECOND_HALF) + first + len(_REST_OF_FIRST_HALF)
-        )
-        wait_until(
-            lambda: committed(bootstrap, source, source) == total,
-            _WAIT_S,
-            "snapshot of the whole input",
-            flow,
-        )
-    finally:
-        flow.send_signal(signal.SIGKILL)
-        flow.wait()
-    _drain(config, log)
+    _resume(config, log, bootstrap, source, first + len(_REST_OF_FIRST_HALF))
 
     crashed = read_outputs(bootstrap, outputs)
     _assert_same_results(crashed, whole)
@@ -202,19 +206,7 @@ def test_a_stopped_flow_keeps_its_open_windows_for_the_restart(
     # Minute 33 was still open: not published as if it were whole.
     assert _kpi_messages_of_window(read_outputs(bootstrap, outputs), 33) == 0
 
-    flow = start_run(config, log)
-    try:
-        total = produce(bootstrap, source, _SECOND_HALF) + first
-        wait_until(
-            lambda: committed(bootstrap, source, source) == total,
-            _WAIT_S,
-            "snapshot of the whole input",
-            flow,
-        )
-    finally:
-        flow.send_signal(signal.SIGKILL)
-        flow.wait()
-    _drain(config, log)
+    _resume(config, log, bootstrap, source, first)
 
     stopped = read_outputs(bootstrap, outputs)
     _assert_same_results(stopped, whole)

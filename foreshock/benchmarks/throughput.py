@@ -57,7 +57,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from connectors.kafka import KafkaSource
 from flows.pipeline import Record, build_flow, tune_garbage_collector
-from foreshock.benchmarks.traffic import FLEET, TrafficSpec, add_batch_options
+from foreshock.benchmarks.traffic import FLEET, TrafficSpec, add_options, spec_of
 from foreshock.broker import LocalKafka, cache_dir
 from foreshock.config import Settings, load_settings
 from foreshock.jobs import flow_config
@@ -416,13 +416,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         prog=prog or "python -m foreshock.benchmarks.throughput",
         description=(__doc__ or "").splitlines()[0],
     )
-    defaults = TrafficSpec()
-    parser.add_argument("--events", type=int, default=defaults.events)
-    parser.add_argument(
-        "--span-s", type=float, default=defaults.span_s, help="event time covered"
-    )
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    add_batch_options(parser, defaults)
+    add_options(parser)
     parser.add_argument("--config", type=Path, default=None, help="a TOML file")
     parser.add_argument(
         "--fresh", action="store_true", help="refill the topic even if it is full"
@@ -430,14 +424,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args = parser.parse_args(argv)
 
-    spec = replace(
-        defaults,
-        events=args.events,
-        span_s=args.span_s,
-        seed=args.seed,
-        batch_events=args.batch_events,
-        batch_wait_s=args.batch_wait_s,
-    )
+    spec = spec_of(args)
     settings = load_settings(args.config)
     # The traffic's times are of 2025: the flow judges it as live, paging as
     # it would, not as a backlog (`window.backfill_after_s`).

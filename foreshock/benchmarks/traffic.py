@@ -36,10 +36,11 @@ __all__ = [
     "Fleet",
     "Group",
     "TrafficSpec",
-    "add_batch_options",
+    "add_options",
     "fill_topic",
     "main",
     "messages",
+    "spec_of",
 ]
 
 Doc = dict[str, Any]
@@ -474,8 +475,14 @@ def _odd(number: int, t_us: int) -> Message:
     return b"gateway-000", variants[number % len(variants)]
 
 
-def add_batch_options(parser: argparse.ArgumentParser, defaults: TrafficSpec) -> None:
-    """The options of how producers batch events into messages."""
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a traffic spec: how much, over what span, how batched."""
+    defaults = TrafficSpec()
+    parser.add_argument("--events", type=int, default=defaults.events)
+    parser.add_argument(
+        "--span-s", type=float, default=defaults.span_s, help="event time covered"
+    )
+    parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument(
         "--batch-events",
         type=int,
@@ -490,29 +497,30 @@ def add_batch_options(parser: argparse.ArgumentParser, defaults: TrafficSpec) ->
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: fill one topic with the events of a traffic spec."""
-    parser = argparse.ArgumentParser(
-        prog="python -m foreshock.benchmarks.traffic",
-        description="Fill a Kafka topic with realistic native events.",
-    )
-    defaults = TrafficSpec()
-    parser.add_argument("--bootstrap", required=True)
-    parser.add_argument("--topic", required=True)
-    parser.add_argument("--events", type=int, default=defaults.events)
-    parser.add_argument("--span-s", type=float, default=defaults.span_s)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    add_batch_options(parser, defaults)
-    args = parser.parse_args(argv)
-
-    spec = replace(
-        defaults,
+def spec_of(args: argparse.Namespace) -> TrafficSpec:
+    """The traffic spec the options of `add_options` give."""
+    return replace(
+        TrafficSpec(),
         events=args.events,
         span_s=args.span_s,
         seed=args.seed,
         batch_events=args.batch_events,
         batch_wait_s=args.batch_wait_s,
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: fill one topic with the events of a traffic spec."""
+    parser = argparse.ArgumentParser(
+        prog="python -m foreshock.benchmarks.traffic",
+        description="Fill a Kafka topic with realistic native events.",
+    )
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--topic", required=True)
+    add_options(parser)
+    args = parser.parse_args(argv)
+
+    spec = spec_of(args)
     print(fill_topic(args.bootstrap, args.topic, spec))
     return 0
 
