@@ -40,6 +40,7 @@ from foreshock import shutdown, telemetry
 from foreshock.errors import UserError
 
 __all__ = [
+    "CLIENT_LOG",
     "DeliveryError",
     "KafkaSink",
     "KafkaSource",
@@ -51,6 +52,9 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger(__name__)
+# What librdkafka itself logs (connection failures, retries) goes here rather
+# than to stderr, so that a command can keep it for `-v`.
+CLIENT_LOG = logging.getLogger("foreshock.kafka.client")
 
 StartingOffset = Literal["earliest", "latest"]
 
@@ -229,7 +233,7 @@ def _consumer_config(settings: _SourceSettings, **callbacks: Any) -> dict[str, A
         "enable.auto.commit": "false",
         "enable.auto.offset.store": "false",
         "enable.partition.eof": "true" if settings.stop_at_end else "false",
-        "logger": _LOG,
+        "logger": CLIENT_LOG,
         **callbacks,
     }
 
@@ -530,7 +534,7 @@ class _ProducerPartition(StatelessSinkPartition[OutMessage]):
         self._wait_for_delivery = wait_for_delivery
         self.failed = 0
         self._producer = Producer(
-            {**config, "error_cb": self._on_client_error, "logger": _LOG}
+            {**config, "error_cb": self._on_client_error, "logger": CLIENT_LOG}
         )
 
     def write_batch(self, items: list[OutMessage]) -> None:
@@ -616,7 +620,8 @@ def ensure_topics(
     partitions and replication. Without it, a missing topic is an error that
     names every missing one, raised before any work starts.
     """
-    admin = AdminClient(client)
+    settings: dict[str, Any] = {**client, "logger": CLIENT_LOG}
+    admin = AdminClient(settings)
     wanted = sorted(set(topics))
     known = admin.list_topics(timeout=timeout_s).topics
     missing = [t for t in wanted if t not in known]

@@ -35,6 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.ERROR,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        # librdkafka retries a broker it cannot reach, logging each attempt:
+        # without -v only the one-line error at the end is shown.
+        logging.getLogger("foreshock.kafka.client").setLevel(logging.CRITICAL)
     if not hasattr(args, "run"):
         parser.print_help()
         return 2

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from connectors.kafka import DeliveryError
+from connectors.kafka import CLIENT_LOG, DeliveryError
 from connectors.messages import RawBatch, RawMessage
 from foreshock.schema import EVENT_ADAPTER, Event
 
@@ -103,7 +103,7 @@ def replay(
         raise ValueError(f"speedup must be 0, positive or infinite, got {speedup!r}")
     pace = _pacer(clock or SystemClock(), speedup)
     kafka: _Producer = producer or Producer(
-        {**(config or {}), "bootstrap.servers": bootstrap}
+        {**(config or {}), "bootstrap.servers": bootstrap, "logger": CLIENT_LOG}
     )
     deliveries = _Deliveries()
     log.info("replay start topic=%s speedup=%s", topic, speedup)
