@@ -408,17 +408,33 @@ class Settings(BaseSettings):
         return env_settings, init_settings
 
 
+# Settings that name files: a relative path in a TOML file is read from the
+# file's folder, wherever the command runs.
+_PATHS = (("correlation", "topology"), ("reports", "dir"), ("recovery", "dir"))
+
+
 def load_settings(path: Path | None = None) -> Settings:
     """Defaults, then the TOML file at `path` if given, then the environment."""
     data: dict[str, object] = {}
     if path is not None:
         with path.open("rb") as f:
             data = tomllib.load(f)
+        _anchor_paths(data, path.parent)
     settings = Settings(**data)  # type: ignore[arg-type]
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if bootstrap:
         settings.kafka.bootstrap_servers = bootstrap
     return settings
+
+
+def _anchor_paths(data: dict[str, object], folder: Path) -> None:
+    for section, key in _PATHS:
+        values = data.get(section)
+        if not isinstance(values, dict):
+            continue
+        named = values.get(key)
+        if isinstance(named, str) and not Path(named).is_absolute():
+            values[key] = str(folder / named)
 
 
 def redacted_url(url: str | None) -> str | None:
