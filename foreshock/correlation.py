@@ -16,9 +16,11 @@ shows up, so the result does not depend on the order records arrive in.
   `warn_confirm_windows` windows. Trouble in the same or a neighbouring
   service (caller or callee), starting within an episode gap of a warning's
   first trouble, joins it (same id, status "updated") instead of warning
-  anew; so does a new series of a member service, of a dimension it was
-  warned about, while that episode goes on. If users are hit later, the
-  incident cites the warning and records the lead time.
+  anew, and so does any trouble threatening the same users that starts in
+  the very window the warning's did; so does a new series of a member
+  service, of a dimension it was warned about, while that episode goes on.
+  If users are hit later, the incident cites the warning and records the
+  lead time.
 - An incident resolves once every user-facing KPI that was anomalous has been
   back to normal for `resolve_after_windows` windows of real data. Missing
   data never counts as recovery. Within the cool-down after, trouble in its
@@ -692,6 +694,23 @@ class Correlator:
         near = {*self.topology.callers(service), *self.topology.callees(service)}
         return not near.isdisjoint(members)
 
+    def _same_trouble(
+        self, group: _Warning, service: str, onset: datetime, gap: timedelta
+    ) -> bool:
+        """Whether trouble of `service` from `onset` on is `group`'s trouble.
+
+        It is when it starts within an episode gap of the group's first
+        trouble in a member or a neighbour of one. Trouble that starts in the
+        very window the group's did, among services sharing users at risk,
+        is one failure seen in several places (a service and the endpoints
+        in front of it, say), neighbours or not.
+        """
+        first = min(group.onsets.values())
+        if onset == first:
+            return True
+        near = service in group.onsets or self._adjacent(service, group.onsets)
+        return onset - first <= gap and near
+
     def _warn(self, deep: list[Anomaly], now: datetime) -> Iterator[Output]:
         # Deep trouble that starts within an episode gap of a warning's first
         # trouble, in the same or a neighbouring service sharing users at
@@ -731,12 +750,7 @@ class Correlator:
                     if set(g.warning.at_risk) & set(at_risk)
                     and (
                         self._still_troubled(g, key, onset)
-                        or (
-                            onset - min(g.onsets.values()) <= gap
-                            and (
-                                service in g.onsets or self._adjacent(service, g.onsets)
-                            )
-                        )
+                        or self._same_trouble(g, service, onset, gap)
                     )
                 ),
                 None,

@@ -42,6 +42,7 @@ _KEEP = 5
 # the likelier cause.
 _THIRD_PARTY = 0.9
 _FELT_BY_CALLERS = frozenset({"availability", "functionality", "speed"})
+_FAILURES = frozenset({"availability", "functionality"})
 
 
 def rank_candidates(
@@ -261,18 +262,22 @@ def _can_explain(dependency: list[Evidence], own: list[Evidence]) -> bool:
 
     A caller waits on its dependency, so a slow dependency can explain a slow
     caller only by the delay it adds: a few milliseconds more at a database
-    do not explain half a second more at the service calling it.
+    do not explain half a second more at the service calling it. A slow
+    dependency makes its callers fail only through their timeouts, and a
+    caller that waits that long is slow itself: failures of a caller that is
+    no slower are its own, not the dependency's.
 
     Delays are compared as their KPIs give them, since evidence carries no
     unit: a system whose services report speed in different units (seconds
     here, milliseconds there) is misjudged until its KPIs share one.
     """
-    mine, theirs = _added_delay(own), _added_delay(dependency)
-    if mine is None or mine <= 0:
-        return True
     felt = {e.dimension for e in dependency if e.dimension in _FELT_BY_CALLERS}
     if felt != {"speed"}:
         return True
+    mine, theirs = _added_delay(own), _added_delay(dependency)
+    if mine is None or mine <= 0:
+        slow = any(e.dimension == "speed" and e.direction == "up" for e in own)
+        return slow or not any(e.dimension in _FAILURES for e in own)
     return theirs is not None and theirs >= 0.5 * mine
 
 

@@ -216,6 +216,25 @@ def test_deep_trouble_starting_together_is_one_warning_that_grows() -> None:
     assert out[1].at_risk == ["app", "web"]
 
 
+def test_unadjacent_trouble_starting_in_the_same_window_is_one_warning() -> None:
+    # orders and catalog call no one of each other. Slow from the same
+    # minute, they are one failure seen twice; a minute apart, two.
+    together = {CATALOG_LATENCY: (2, 20), ORDERS_LATENCY: (2, 20)}
+    apart = {CATALOG_LATENCY: (2, 20), ORDERS_LATENCY: (3, 20)}
+
+    one = _warnings(_feed(Correlator(SHOP), minutes=8, bad=together))
+    two = _warnings(_feed(Correlator(SHOP), minutes=8, bad=apart))
+
+    assert [(w.status, w.services) for w in one] == [
+        ("open", ["catalog"]),
+        ("updated", ["catalog", "orders"]),
+    ]
+    assert [(w.status, w.services) for w in two] == [
+        ("open", ["catalog"]),
+        ("open", ["orders"]),
+    ]
+
+
 def test_an_incident_longer_than_the_lookback_keeps_its_lead_time() -> None:
     # The db slows at minute 1, users at minute 4; both stay bad for an hour,
     # four times the 15-minute lookback, and the db recovers first.

@@ -120,6 +120,31 @@ def test_a_large_delay_below_explains_the_one_above() -> None:
     assert ranked[1].reasons == ["may be explained by its dependencies: db"]
 
 
+def test_a_slow_dependency_explains_no_failures_of_a_caller_no_slower() -> None:
+    # The db is slow from minute 5; the api fails from minute 10 but is no
+    # slower: no timeout of its calls to the db, so its failures are its own.
+    db = _evidence("db", 5, value=0.31, expected=0.01, score=0.9)
+    api = _evidence("api", 10, kpi="availability", dimension="availability", value=0.93)
+
+    ranked = _rank(db, api)
+
+    assert _scores(ranked) == [("api", 1.0), ("db", 0.9)]
+
+
+def test_a_slow_dependency_explains_failures_of_a_caller_slowed_too() -> None:
+    # The api waits on the db (0.45 s more, the db adds 0.3 s) and fails:
+    # both are the db's; 1.0 + 0.05 for two series, x 0.6.
+    db = _evidence("db", 5, value=0.31, expected=0.01, score=0.9)
+    slow = _evidence("api", 10, value=0.65, expected=0.2)
+    fails = _evidence(
+        "api", 10, kpi="availability", dimension="availability", value=0.93
+    )
+
+    ranked = _rank(db, slow, fails)
+
+    assert _scores(ranked) == [("db", 0.9), ("api", 0.63)]
+
+
 def test_trouble_behind_a_healthy_service_explains_nothing_above_it() -> None:
     # The worker is slow, but the queue between it and the api is not.
     worker = _evidence("worker", 5, value=2.0, expected=0.1, score=0.9)
