@@ -115,8 +115,16 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="run the main flow on a simulated stack, no broker needed"
     )
-    demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument("--hours", type=float, default=None)
+    demo.add_argument(
+        "--seed", type=int, default=7, help="another seed, another run's noise"
+    )
+    demo.add_argument(
+        "--hours",
+        type=float,
+        default=None,
+        help="hours to simulate (default: long enough for all three failures; "
+        "fewer hours inject only the failures that fit)",
+    )
     demo.add_argument(
         "--format",
         choices=["human", "native", "cloudevents"],

@@ -249,7 +249,7 @@ def _each(documents: Sequence[object]) -> Decoded:
         try:
             events.append(EVENT_ADAPTER.validate_python(document))
         except ValidationError as error:
-            where = f"event {position} of a batch of {len(documents)}: "
+            where = f"event {position + 1} of a batch of {len(documents)}: "
             rejections.append(
                 Rejection(
                     "schema",

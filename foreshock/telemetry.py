@@ -256,14 +256,19 @@ def records_read() -> int:
 
 def summary() -> str:
     """One line of what this process has done so far, for a person."""
+
+    def count(metric: str, one: str, many: str) -> str:
+        n = total(metric)
+        return f"{n} {one if n == 1 else many}"
+
     return (
-        f"{total('foreshock_events_in')} records read, "
-        f"{total('foreshock_events_decoded')} events decoded, "
-        f"{total('foreshock_dead_letters')} dead letters, "
+        f"{count('foreshock_events_in', 'record', 'records')} read, "
+        f"{count('foreshock_events_decoded', 'event', 'events')} decoded, "
+        f"{count('foreshock_dead_letters', 'dead letter', 'dead letters')}, "
         f"{total('foreshock_late_events')} late; "
-        f"{total('foreshock_windows_closed')} windows closed, "
-        f"{total('foreshock_anomalies')} anomalies, "
-        f"{total('foreshock_early_warnings')} early warnings, "
-        f"{total('foreshock_incidents_opened')} incidents opened, "
+        f"{count('foreshock_windows_closed', 'window', 'windows')} closed, "
+        f"{count('foreshock_anomalies', 'anomaly', 'anomalies')}, "
+        f"{count('foreshock_early_warnings', 'early warning', 'early warnings')}, "
+        f"{count('foreshock_incidents_opened', 'incident', 'incidents')} opened, "
         f"{total('foreshock_incidents_resolved')} resolved"
     )

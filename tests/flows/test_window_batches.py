@@ -208,7 +208,7 @@ def test_one_bad_event_of_a_batch_is_a_dead_letter_alone() -> None:
 
     [letter] = [r for r in out if isinstance(r, DeadLetter)]
     assert (letter.reason, letter.offset) == ("schema", 7)
-    assert letter.detail.startswith("event 1 of a batch of 3: layer")
+    assert letter.detail.startswith("event 2 of a batch of 3: layer")
     assert json.loads(base64.b64decode(letter.value_b64 or "")) == bad
     # The other two count: one request of two failed.
     assert _value(out, "checkout", "requests_per_s", "10:00") == (2 / 60, "ok", 0)
