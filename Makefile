@@ -10,7 +10,7 @@ DATA ?= ../shared/data
 	bench-nab bench-rca bench-rum bench-throughput bench-series
 
 help: ## list every task
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' \
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-17s %s\n", $$1, $$2}' \
 		$(MAKEFILE_LIST)
 
 $(BIN)/foreshock: pyproject.toml
