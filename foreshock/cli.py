@@ -104,6 +104,23 @@ _USER_ERRORS = (
 )
 
 
+def _verbose_after_command() -> argparse.ArgumentParser:
+    """`-v` for each command, so that it works after the command too,
+    without overriding one given before it."""
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="debug logs",
+    )
+    return verbose
+
+
+_VERBOSE = _verbose_after_command()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="foreshock",
@@ -113,7 +130,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands")
 
     demo = commands.add_parser(
-        "demo", help="run the main flow on a simulated stack, no broker needed"
+        "demo",
+        parents=[_VERBOSE],
+        help="run the main flow on a simulated stack, no broker needed",
     )
     demo.add_argument(
         "--seed", type=int, default=7, help="another seed, another run's noise"
@@ -142,7 +161,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
 
     run = commands.add_parser(
-        "run", help="consume telemetry from Kafka, publish results"
+        "run", parents=[_VERBOSE], help="consume telemetry from Kafka, publish results"
     )
     run.add_argument("--config", type=Path, default=None, help="a TOML file")
     run.add_argument(
@@ -153,7 +172,9 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(run=_run)
 
     replay = commands.add_parser(
-        "replay", help="publish a dataset to Kafka in event-time order"
+        "replay",
+        parents=[_VERBOSE],
+        help="publish a dataset to Kafka in event-time order",
     )
     replay.add_argument("--dataset", choices=["nezha"], default="nezha")
     replay.add_argument("--data", type=Path, required=True)
@@ -167,6 +188,7 @@ def _parser() -> argparse.ArgumentParser:
 
     decode = commands.add_parser(
         "decode",
+        parents=[_VERBOSE],
         help="print what Foreshock takes from each message of a file, as JSON lines",
     )
     decode.add_argument(
@@ -191,12 +213,15 @@ def _parser() -> argparse.ArgumentParser:
     decode.add_argument("file", help="one message per line; - reads standard input")
     decode.set_defaults(run=_decode)
 
-    schema = commands.add_parser("schema", help="print or write the JSON Schemas")
+    schema = commands.add_parser(
+        "schema", parents=[_VERBOSE], help="print or write the JSON Schemas"
+    )
     schema.add_argument("--write", type=Path, default=None, help="a folder")
     schema.set_defaults(run=_schema)
 
     topology = commands.add_parser(
         "topology",
+        parents=[_VERBOSE],
         help="show the call graph in use: layers, calls, what users depend on",
     )
     topology.add_argument("--config", type=Path, default=None, help="a TOML file")
@@ -212,9 +237,9 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_oncall(commands)
 
-    bench = commands.add_parser("bench", help="quality benchmarks").add_subparsers(
-        title="benchmarks"
-    )
+    bench = commands.add_parser(
+        "bench", parents=[_VERBOSE], help="quality benchmarks"
+    ).add_subparsers(title="benchmarks")
     # Each benchmark parses its own options (`foreshock bench nab --help`),
     # so its module stays runnable on its own with the same flags.
     nab = bench.add_parser("nab", help="Numenta Anomaly Benchmark", add_help=False)
@@ -273,7 +298,9 @@ def _decode(args: argparse.Namespace) -> int:
 def _add_oncall(commands: Any) -> None:
     """What on-call engineers run: incidents, feedback and silences."""
     incidents = commands.add_parser(
-        "incidents", help="list open and recent incidents from Kafka"
+        "incidents",
+        parents=[_VERBOSE],
+        help="list open and recent incidents from Kafka",
     )
     incidents.add_argument("--config", type=Path, default=None, help="a TOML file")
     incidents.add_argument("--open", action="store_true", help="only open incidents")
@@ -285,7 +312,9 @@ def _add_oncall(commands: Any) -> None:
     incidents.set_defaults(run=_incidents)
 
     feedback = commands.add_parser(
-        "feedback", help="say what an anomaly, incident or early warning was"
+        "feedback",
+        parents=[_VERBOSE],
+        help="say what an anomaly, incident or early warning was",
     )
     target = feedback.add_mutually_exclusive_group(required=True)
     target.add_argument("--incident", metavar="ID")
@@ -305,7 +334,9 @@ def _add_oncall(commands: Any) -> None:
     feedback.set_defaults(run=_feedback)
 
     silence = commands.add_parser(
-        "silence", help="keep a service (or a layer or KPI of it) from alerting"
+        "silence",
+        parents=[_VERBOSE],
+        help="keep a service (or a layer or KPI of it) from alerting",
     )
     _scope_arguments(silence, required=True)
     silence.add_argument(
