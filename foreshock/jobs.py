@@ -186,6 +186,7 @@ def run_kafka_job(config: Path | None, *, until_end: bool = False) -> int:
     recovery = open_store(settings.recovery, settings.cluster)
     m = settings.metrics
     metrics = serve_metrics(m.port, m.address) if m.enabled else None
+    read_before = telemetry.records_read()
     try:
         flow = kafka_flow(settings, until_end=until_end)
         tune_garbage_collector()
@@ -199,7 +200,7 @@ def run_kafka_job(config: Path | None, *, until_end: bool = False) -> int:
         print(f"stopped: {telemetry.summary()}; open windows {kept}", file=sys.stderr)
     elif until_end:
         print(f"done: {telemetry.summary()}", file=sys.stderr)
-        if telemetry.records_read() == 0:
+        if telemetry.records_read() == read_before:
             print(_nothing_read(settings), file=sys.stderr)
     log.info("stopped")
     return 0

@@ -153,10 +153,13 @@ def test_a_killed_flow_resumes_from_its_snapshot(
 
     crashed = read_outputs(bootstrap, outputs)
     _assert_same_results(crashed, whole)
-    # Minute 32 was published, lost with the process, published again.
-    assert _kpi_messages_of_window(crashed, 32) == 2 * _kpi_messages_of_window(
-        whole, 32
-    )
+    # Minute 32 was published, lost with the process, published again,
+    # whole each time. (The second run is killed too: whether its last
+    # snapshot was complete when it died decides if the drain publishes
+    # the minute a third time.)
+    published = _kpi_messages_of_window(crashed, 32)
+    once = _kpi_messages_of_window(whole, 32)
+    assert published >= 2 * once and published % once == 0
     # The detectors came back with what they had learned: scores after the
     # restart are those of the uninterrupted run, not a new warm-up.
     after = [
