@@ -1,6 +1,6 @@
 """Foreshock's default detector: several tail views, one calibrated score.
 
-Each value is judged by up to three views of the series. Each view gives an
+Each value is judged by up to four views of the series. Each view gives an
 empirical tail probability from the series' own recent history, so no scale
 or distribution is assumed:
 
@@ -8,7 +8,12 @@ or distribution is assumed:
 - *jump*: how rare its residual is against a slow exponentially weighted
   forecast, which catches breaks that stay inside the usual range;
 - *season*: how rare its residual is against the same time of day or week
-  in local time, used only while it forecasts better than the forecast.
+  in local time, used only while it forecasts better than the forecast;
+- *run*: for a series that sits at its ceiling (an availability at 100 %),
+  how rare the mean of this value and the one before is among the recent
+  such means. With isolated dips in its history (a few requests lost now
+  and then), a single dip is ordinary; two low windows in a row are much
+  rarer, so a lasting drop stands out while a single one does not.
 
 The rarest view gives the surprise `d` in decades (`-log10 p`), mapped to
 `1 - 2^(-d / 3)`: 0.5 means a one-in-a-thousand value for this series.
@@ -42,6 +47,8 @@ _SEASON_ADVANTAGE = 0.7
 _ERROR_ALPHA = 0.01
 # A seasonal residual view needs this many residuals before it judges.
 _SEASON_MIN_RESIDUALS = 50
+# The run view judges only runs below this quantile of the level view's values.
+_RUN_DEPTH = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,13 +77,16 @@ class EnsembleConfig:
     damp: float = 0.1
     half_score_decades: float = 3.0
     timezone: str = "UTC"
+    run: bool = True
+    run_window: int = 100
 
 
 class EnsembleDetector:
-    """Level, jump and seasonal tail views, combined and calibrated.
+    """Level, jump, seasonal and run tail views, combined and calibrated.
 
     Per-series state is a few sliding windows of 32-bit floats (about 20 KB
-    pickled with the default sizes) plus the seasonal slots.
+    pickled with the default sizes, 0.9 KB of it the run view's) plus the
+    seasonal slots.
     """
 
     name = "ensemble"
@@ -95,6 +105,8 @@ class EnsembleDetector:
         self._jumps = SlidingTail(c.window)
         self._season_residuals = SlidingTail(c.window)
         self._surprises = SlidingTail(c.history)
+        self._runs = SlidingTail(c.run_window)
+        self._previous: float | None = None
         self._forecast: float | None = None
         self._slots: list[float | None] = [None] * c.season_slots
         self._error_plain = 0.0
@@ -106,6 +118,13 @@ class EnsembleDetector:
         # (x, t, surprise, undamped score) of the last scored value, so that
         # learning the same value does not judge it twice.
         self._last: tuple[float, datetime, float, float] | None = None
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        # A snapshot taken before the run view existed resumes without it
+        # until its window has filled again.
+        self.__dict__.update(state)
+        self.__dict__.setdefault("_runs", SlidingTail(self.config.run_window))
+        self.__dict__.setdefault("_previous", None)
 
     def score_one(self, x: float, t: datetime) -> Score:
         """Score `x` at `t` against what was learned so far."""
@@ -154,10 +173,38 @@ class EnsembleDetector:
             views.append((self._season_residuals, x - slot))
         up = max(tail.upper_decades(v, floor) for tail, v in views)
         down = max(tail.lower_decades(v, floor) for tail, v in views)
+        down = self._run_surprise(x, down, floor)
         return max(
             up if self.direction != "down" else 0.0,
             down if self.direction != "up" else 0.0,
         )
+
+    def _run_surprise(self, x: float, down: float, floor: float) -> float:
+        """The lower surprise `down`, raised by the run view where it applies.
+
+        It applies to a series that sits at its ceiling most of the time
+        (its median is its maximum), only while the value itself is below
+        the forecast (a recovery after one low window has a low mean too,
+        but it is no new drop), and only to a run deeper than the lowest
+        1 % of the values the level view holds. The run window is short
+        (`run_window` means against the level view's `window` values), so a
+        drop as deep as ones seen a few hours ago is left to the level
+        view, which still remembers them. On the upper side, and on series
+        that move around a level, a lasting change is the jump view's to
+        judge; judging those runs too cost detections on the Nezha data.
+        """
+        forecast = self._forecast
+        if not self._run_ready() or self._previous is None or forecast is None:
+            return down
+        at_ceiling = self._values.quantile(0.5) >= self._values.quantile(1.0)
+        mean = (self._previous + x) / 2
+        deeper = mean < self._values.quantile(_RUN_DEPTH)
+        if x < forecast and at_ceiling and deeper:
+            down = max(down, self._runs.lower_decades(mean, floor))
+        return down
+
+    def _run_ready(self) -> bool:
+        return self.config.run and len(self._runs) >= self.config.warmup
 
     def _calibrate(self, d: float) -> float:
         c = self.config
@@ -222,6 +269,8 @@ class EnsembleDetector:
 
     def _learn_value(self, x: float, t: datetime, clip: bool) -> None:
         floor = self._floor()
+        if self.config.run:
+            self._learn_run(x, clip, floor)
         if clip:
             x = self._values.clip(x, floor)
         self._values.add(x)
@@ -235,6 +284,13 @@ class EnsembleDetector:
         if self.config.season:
             self._learn_season(x, r, t, clip, floor)
         self._forecast += self.config.forecast_alpha * r
+
+    def _learn_run(self, x: float, clip: bool, floor: float) -> None:
+        # The raw value is kept, so the next mean sees the drop as it was.
+        if self._previous is not None:
+            mean = (self._previous + x) / 2
+            self._runs.add(self._runs.clip(mean, floor) if clip else mean)
+        self._previous = x
 
     def _learn_season(
         self, x: float, r: float, t: datetime, clip: bool, floor: float
