@@ -543,12 +543,10 @@ class _NativeBatch:
         self, sample: Sample, message: RawMessage, event: Event, position: int
     ) -> bool:
         """Whether the sample is quarantined for clock skew; notes its receipt."""
-        received = message.timestamp_ms
-        if received is None:
-            return False
-        if self._logic._tracks_receipt:
-            self._logic._received(message)
-        if not self._logic._skew.beyond(sample[0] - received * 1000):
+        logic = self._logic
+        if logic._tracks_receipt:
+            logic._received(message)
+        if not logic._skewed(sample[0], message):
             return False
         self._skewed.append((position, sample, message, event))
         return True

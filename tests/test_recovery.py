@@ -61,6 +61,20 @@ def _uninterrupted(bootstrap: str, make: TopicFactory, tmp_path: Path) -> Output
     return read_outputs(bootstrap, outputs)
 
 
+def _recovering(
+    path: Path, bootstrap: str, source: str, outputs: dict[str, str], store: Path
+) -> Path:
+    """A configuration that snapshots into `store` every few seconds."""
+    return write_config(
+        path,
+        bootstrap,
+        source,
+        outputs,
+        recovery=store,
+        snapshot_interval_s=_SNAPSHOT_S,
+    )
+
+
 def _drain(config: Path, log: Path) -> None:
     """Resume once more, bounded: the windows still open close at the end."""
     done = start_run(config, log, until_end=True)
@@ -107,14 +121,7 @@ def test_a_killed_flow_resumes_from_its_snapshot(
     whole = _uninterrupted(bootstrap, kafka_topics, tmp_path)
     source, outputs = _topics(kafka_topics, "crash")
     store = tmp_path / "recovery"
-    config = write_config(
-        tmp_path / "crash.toml",
-        bootstrap,
-        source,
-        outputs,
-        recovery=store,
-        snapshot_interval_s=_SNAPSHOT_S,
-    )
+    config = _recovering(tmp_path / "crash.toml", bootstrap, source, outputs, store)
     log = tmp_path / "crash.log"
 
     # First run: a snapshot holds the first 30 minutes; the next four are
@@ -183,14 +190,7 @@ def test_a_stopped_flow_keeps_its_open_windows_for_the_restart(
     whole = _uninterrupted(bootstrap, kafka_topics, tmp_path)
     source, outputs = _topics(kafka_topics, f"stop{int(stop)}")
     store = tmp_path / "recovery"
-    config = write_config(
-        tmp_path / "stop.toml",
-        bootstrap,
-        source,
-        outputs,
-        recovery=store,
-        snapshot_interval_s=_SNAPSHOT_S,
-    )
+    config = _recovering(tmp_path / "stop.toml", bootstrap, source, outputs, store)
     log = tmp_path / "stop.log"
 
     first = produce(bootstrap, source, _FIRST + _REST_OF_FIRST_HALF)
@@ -238,13 +238,8 @@ def test_the_flow_rides_out_a_broker_restart(
     admin = AdminClient({"bootstrap.servers": bootstrap})
     whole = _uninterrupted(bootstrap, make, tmp_path)
     source, outputs = _topics(make, "live")
-    config = write_config(
-        tmp_path / "live.toml",
-        bootstrap,
-        source,
-        outputs,
-        recovery=tmp_path / "recovery",
-        snapshot_interval_s=_SNAPSHOT_S,
+    config = _recovering(
+        tmp_path / "live.toml", bootstrap, source, outputs, tmp_path / "recovery"
     )
     log = tmp_path / "live.log"
 
