@@ -287,10 +287,9 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
         self.quarantined += 1
         assert message.timestamp_ms is not None
         received = EPOCH + timedelta(milliseconds=message.timestamp_ms)
-        t_us, layer, service, kind, _ = sample
+        t_us, _, service, _, _ = sample
         event_time = EPOCH + timedelta(microseconds=t_us)
         spec = self.store.spec
-        watermark = self.store.watermark or received
         log.warning(
             "clock skew service=%s event_time=%s received=%s skew_s=%.0f "
             "topic=%s partition=%s offset=%s",
@@ -302,19 +301,12 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
             message.partition,
             message.offset,
         )
-        return LateEvent(
-            layer=layer,
-            service=service,
-            kind=kind,
-            event_time=event_time,
-            window_start=spec.start(spec.first_index_us(t_us)),
-            watermark=watermark,
-            event_id=event_id,
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            lateness_s=max(0.0, (watermark - event_time).total_seconds()),
-            reason="clock_skew",
+        return _late_record(
+            sample,
+            spec.start(spec.first_index_us(t_us)),
+            self.store.watermark or received,
+            message,
+            event_id,
             received_at=received,
         )
 
@@ -629,17 +621,31 @@ def _late_sample(
     message: RawMessage,
     event_id: str | None = None,
 ) -> LateEvent:
-    t_us, layer, service, kind, _ = sample
-    event_time = EPOCH + timedelta(microseconds=t_us)
+    """The record of an event that came after its window closed; logged."""
     log.warning(
         "late event service=%s window=%s watermark=%s topic=%s partition=%s offset=%s",
-        service,
+        sample[2],
         window_start,
         watermark,
         message.topic,
         message.partition,
         message.offset,
     )
+    return _late_record(sample, window_start, watermark, message, event_id)
+
+
+def _late_record(
+    sample: Sample,
+    window_start: datetime,
+    watermark: datetime,
+    message: RawMessage,
+    event_id: str | None,
+    received_at: datetime | None = None,
+) -> LateEvent:
+    """A `LateEvent`: late, or quarantined for clock skew when `received_at`
+    (the receive time it was judged against) is given."""
+    t_us, layer, service, kind, _ = sample
+    event_time = EPOCH + timedelta(microseconds=t_us)
     return LateEvent(
         layer=layer,
         service=service,
@@ -652,6 +658,8 @@ def _late_sample(
         partition=message.partition,
         offset=message.offset,
         lateness_s=max(0.0, (watermark - event_time).total_seconds()),
+        reason="late" if received_at is None else "clock_skew",
+        received_at=received_at,
     )
 
 

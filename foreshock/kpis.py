@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+from numpy.typing import NDArray
 
 __all__ = [
     "DEFAULT_REGISTRY",
@@ -44,6 +45,8 @@ Dimension = Literal[
 # The direction in which a KPI hurts users: "up" for latency and error rates,
 # "down" for availability, "both" where either way is a change worth a look.
 Direction = Literal["up", "down", "both"]
+# Values in ascending order: a list, or a numpy array for many values.
+Ordered = list[float] | NDArray[np.float64]
 
 
 @dataclass(slots=True)
@@ -62,6 +65,24 @@ class Aggregate:
     sums: dict[str, float] = field(default_factory=dict)
     kinds: set[str] = field(default_factory=set)
     rejected: dict[str, int] = field(default_factory=dict)
+    # Each measurement sorted once for all of its percentiles, with the
+    # number of values it was sorted from: remade when more arrived since (a
+    # late event restating the window).
+    _ordered: dict[str, tuple[int, Ordered]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def ordered(self, measurement: str) -> Ordered:
+        """The values of `measurement` in ascending order."""
+        values = self.values.get(measurement, [])
+        held = self._ordered.get(measurement)
+        if held is not None and held[0] == len(values):
+            return held[1]
+        # numpy's sort wins once converting the list costs less than sorting
+        # it in Python.
+        ordered: Ordered = sorted(values) if len(values) < 64 else np.sort(values)
+        self._ordered[measurement] = (len(values), ordered)
+        return ordered
 
     def merge(self, other: Aggregate) -> None:
         """Add `other`, an aggregate of the same window, into this one."""
@@ -109,20 +130,20 @@ class Kpi:
         return not aggregate.kinds.isdisjoint(self.sources)
 
 
-def nearest_rank(values: list[float], q: float) -> float:
-    """The `q`-th percentile (0 < q <= 100) by the nearest-rank method."""
-    rank = max(1, math.ceil(q / 100.0 * len(values)))
-    if len(values) < 64:
-        return sorted(values)[rank - 1]
-    return float(np.partition(np.asarray(values), rank - 1)[rank - 1])
+def nearest_rank(ordered: Ordered, q: float) -> float:
+    """The `q`-th percentile (0 < q <= 100) of values in ascending order, by
+    the nearest-rank method."""
+    rank = max(1, math.ceil(q / 100.0 * len(ordered)))
+    return float(ordered[rank - 1])
 
 
 def percentile(measurement: str, q: float) -> Compute:
     """A KPI: the nearest-rank percentile of a measurement, None without any."""
 
     def compute(aggregate: Aggregate, window_s: float) -> float | None:
-        values = aggregate.values.get(measurement)
-        return nearest_rank(values, q) if values else None
+        if not aggregate.values.get(measurement):
+            return None
+        return nearest_rank(aggregate.ordered(measurement), q)
 
     return compute
 

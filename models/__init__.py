@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from functools import cache
 from typing import Any, TypeVar
 
 from models.base import Detector, DetectorState, Score
@@ -56,25 +57,31 @@ def make_detector(name: str = "default", direction: str = "both") -> Detector:
         raise ValueError(f"direction must be one of {_DIRECTIONS}, got {direction!r}")
     if name.startswith("ensemble:"):
         spec = name.partition(":")[2]
-        return EnsembleDetector(direction, _config_from(EnsembleConfig(), spec))
+        return EnsembleDetector(direction, _config_from(EnsembleConfig, spec))
     if name.startswith("longtail:"):
         spec = name.partition(":")[2]
-        return LongTailDetector(direction, _config_from(LongTailConfig(), spec))
+        return LongTailDetector(direction, _config_from(LongTailConfig, spec))
     variant = _DEFAULT if name == "default" else name
     if variant not in _VARIANTS:
         raise ValueError(f"unknown detector {name!r}; choose from {detector_names()}")
     return _VARIANTS[variant](direction)
 
 
-def _config_from(defaults: _Config, spec: str) -> _Config:
+# A flow makes a detector per series from one name: the name is read once.
+# The configurations are frozen, so every detector can share one.
+@cache
+def _config_from(kind: type[_Config], spec: str) -> _Config:
+    defaults = kind()
     changes: dict[str, Any] = {}
     for item in filter(None, spec.split(",")):
         key, _, text = item.partition("=")
         if not hasattr(defaults, key):
             config = type(defaults).__name__
             raise ValueError(f"{config} has no field {key!r} (in {spec!r})")
-        kind = type(getattr(defaults, key))
-        changes[key] = text.lower() == "true" if kind is bool else kind(text)
+        field_type = type(getattr(defaults, key))
+        changes[key] = (
+            text.lower() == "true" if field_type is bool else field_type(text)
+        )
     return replace(defaults, **changes)
 
 

@@ -2,6 +2,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from foreshock.kpis import Aggregate, percentile
 from foreshock.layers import Layer
 from foreshock.records import KpiRecord
 from foreshock.schema import EVENT_ADAPTER, Event
@@ -77,6 +78,31 @@ def test_percentiles_are_nearest_rank() -> None:
     assert _by(records, "latency_p50_ms")["api-a 10:00"] == (50.0, "ok")
     assert _by(records, "latency_p95_ms")["api-a 10:00"] == (90.0, "ok")
     assert _by(records, "latency_p99_ms")["api-a 10:00"] == (90.0, "ok")
+
+
+def test_percentiles_of_many_values_are_nearest_rank() -> None:
+    store = WindowStore(SPEC)
+    # 1..200 ms in a scrambled order (7 and 200 share no factor).
+    for i in range(200):
+        store.add(_event(i % 50, duration_ms=float((i * 7) % 200 + 1)))
+
+    records = list(store.close_all())
+
+    # 200 values: p50 is the 100th smallest, p95 the 190th, p99 the 198th.
+    assert _by(records, "latency_p50_ms")["api-a 10:00"] == (100.0, "ok")
+    assert _by(records, "latency_p95_ms")["api-a 10:00"] == (190.0, "ok")
+    assert _by(records, "latency_p99_ms")["api-a 10:00"] == (198.0, "ok")
+
+
+def test_a_percentile_sees_values_added_after_it_was_computed() -> None:
+    p50 = percentile("request_ms", 50)
+    agg = Aggregate(values={"request_ms": [30.0, 10.0, 20.0]})
+    assert p50(agg, 60.0) == 20.0
+
+    agg.values["request_ms"].extend([40.0, 50.0])
+
+    # Five values now: the 3rd smallest.
+    assert p50(agg, 60.0) == 30.0
 
 
 def test_silent_service_gets_no_data_windows_not_zeros() -> None:
