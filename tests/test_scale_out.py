@@ -1,4 +1,5 @@
-"""Two processes, each owning Kafka partitions, publish what one process does."""
+"""Two processes, each owning Kafka partitions, publish what one process does;
+so does one process with two workers."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.kafka
 _OUTPUTS = ("kpis", "anomalies", "incidents", "early_warnings", "data_quality")
 # With librdkafka's default partitioner (CRC32 of the key) on four
 # partitions, orders-db goes to partition 0 and web to partition 1, which
-# Bytewax gives to different processes.
+# Bytewax gives to different processes, or to different workers of one.
 _PARTITIONS = 4
 
 
@@ -56,20 +57,24 @@ def _one_process(bootstrap: str, make: TopicFactory, tmp_path: Path) -> Outputs:
     return read_outputs(bootstrap, outputs)
 
 
-def test_two_processes_publish_what_one_process_does(
-    kafka_bootstrap: str, kafka_topics: TopicFactory, tmp_path: Path
+# (processes, workers per process) of the layout compared with one worker.
+_LAYOUTS = {"two processes": (2, 1), "two workers in one process": (1, 2)}
+
+
+@pytest.mark.parametrize("layout", list(_LAYOUTS))
+def test_a_cluster_publishes_what_one_worker_does(
+    layout: str, kafka_bootstrap: str, kafka_topics: TopicFactory, tmp_path: Path
 ) -> None:
     bootstrap = kafka_bootstrap
+    processes, workers = _LAYOUTS[layout]
     one = _one_process(bootstrap, kafka_topics, tmp_path)
-    source, outputs = _topics(kafka_topics, "two")
+    source, outputs = _topics(kafka_topics, "many")
     produce(bootstrap, source, incident_events(0, MINUTES))
-    addresses = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    cluster: dict[str, object] = {"workers_per_process": workers}
+    if processes > 1:
+        cluster["addresses"] = [f"127.0.0.1:{p}" for p in _free_ports(processes)]
     config = write_config(
-        tmp_path / "two.toml",
-        bootstrap,
-        source,
-        outputs,
-        extra={"cluster": {"addresses": addresses}},
+        tmp_path / "many.toml", bootstrap, source, outputs, extra={"cluster": cluster}
     )
 
     flows = [
@@ -79,21 +84,20 @@ def test_two_processes_publish_what_one_process_does(
             until_end=True,
             env={"FORESHOCK_CLUSTER__PROCESS_ID": str(i)},
         )
-        for i in range(2)
+        for i in range(processes)
     ]
     codes = [flow.wait(timeout=90) for flow in flows]
 
-    assert codes == [0, 0], (tmp_path / "process-0.log").read_text()[-3000:]
+    assert codes == [0] * processes, (tmp_path / "process-0.log").read_text()[-3000:]
     partitions = {m.partition for m in consume_all(bootstrap, source)}
     assert partitions == {0, 1}, "the services are on two partitions"
-    two = read_outputs(bootstrap, outputs)
-    assert len(two.by_kind["kpis"]) == len(one.by_kind["kpis"])
-    assert two.kpis() == one.kpis()
-    assert two.anomalies() == one.anomalies()
+    many = read_outputs(bootstrap, outputs)
+    assert len(many.by_kind["kpis"]) == len(one.by_kind["kpis"])
+    assert many.kpis() == one.kpis()
+    assert many.anomalies() == one.anomalies()
     # The correlator judges a window once every shard has closed it and all
     # its scores are in, so the incident is the same record for record, and
     # published as many times.
-    assert two.by_kind["incidents"] == one.by_kind["incidents"]
-    assert two.by_kind["early_warnings"] == one.by_kind["early_warnings"]
+    assert many.by_kind["incidents"] == one.by_kind["incidents"]
+    assert many.by_kind["early_warnings"] == one.by_kind["early_warnings"]
     assert len(one.incidents()) == 1
-

@@ -2,9 +2,11 @@
 
 Fills a topic of `--partitions` partitions with realistic native events
 (`foreshock.benchmarks.traffic`, keyed by service), then runs `foreshock run
---until-end` over it once per process count in `--processes`, each time
-from the topic's start, and times the run from launch to the last process's
-exit. The job is the real one: it decodes, windows, scores, correlates and
+--until-end` over it once per process count in `--processes` (one worker
+each), then once per worker count in `--workers` on one process (Bytewax's
+`-w`: threads of one process that share its interpreter), each time from the
+topic's start, and times the run from launch to the last process's exit.
+The job is the real one: it decodes, windows, scores, correlates and
 produces every record to Kafka. Start-up (imports, partition assignment,
 about 2-3 s) is inside the time, so short inputs understate the rate.
 
@@ -47,11 +49,17 @@ _TIMEOUT_S = 1800.0
 
 
 def run_processes(
-    bootstrap: str, topic: str, outputs: dict[str, str], processes: int, workdir: Path
+    bootstrap: str,
+    topic: str,
+    outputs: dict[str, str],
+    processes: int,
+    workdir: Path,
+    workers: int = 1,
 ) -> float:
-    """Seconds `processes` processes of `foreshock run` take to read `topic`."""
+    """Seconds `processes` processes of `foreshock run`, of `workers` workers
+    each, take to read `topic`."""
     addresses = [f"127.0.0.1:{port}" for port in _free_ports(processes)]
-    config = workdir / f"run-{processes}.toml"
+    config = workdir / f"run-{processes}x{workers}.toml"
     sections: dict[str, dict[str, Any]] = {
         "kafka": {
             "bootstrap_servers": bootstrap,
@@ -64,8 +72,9 @@ def run_processes(
         # The traffic's times are of 2025: judged as live, not as a backlog.
         "window": {"backfill_after_s": 0},
     }
+    sections["cluster"] = {"workers_per_process": workers}
     if processes > 1:
-        sections["cluster"] = {"addresses": addresses}
+        sections["cluster"]["addresses"] = addresses
     config.write_text(
         "".join(
             f"[{name}]\n"
@@ -135,12 +144,13 @@ def _broker() -> Iterator[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: fill a topic, run the job on 1..N processes, print rates."""
+    """Command line: fill a topic, run the job on each layout, print rates."""
     parser = argparse.ArgumentParser(prog="python -m foreshock.benchmarks.scale_out")
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--span-s", type=float, default=300.0)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--workers", type=int, nargs="*", default=[2])
     args = parser.parse_args(argv)
 
     run = uuid.uuid4().hex[:8]
@@ -154,6 +164,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for processes in args.processes:
             seconds = run_processes(bootstrap, topic, outputs, processes, Path(workdir))
             results[f"processes_{processes}"] = {
+                "seconds": round(seconds, 1),
+                "events_per_s": round(args.events / seconds),
+            }
+        for workers in args.workers:
+            seconds = run_processes(
+                bootstrap, topic, outputs, 1, Path(workdir), workers=workers
+            )
+            results[f"workers_{workers}"] = {
                 "seconds": round(seconds, 1),
                 "events_per_s": round(args.events / seconds),
             }
