@@ -62,8 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print("foreshock: interrupted", file=sys.stderr)
         return _INTERRUPTED
-    except KeyboardInterrupt:
-        print("foreshock: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as stop:
+        # An interruption may say how far the command got (a replay does).
+        print(f"foreshock: {str(stop) or 'interrupted'}", file=sys.stderr)
         return _INTERRUPTED
     return result
 

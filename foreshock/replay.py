@@ -23,13 +23,16 @@ from connectors.kafka import CLIENT_LOG, DeliveryError
 from connectors.messages import RawBatch, RawMessage
 from foreshock.schema import EVENT_ADAPTER, Event
 
-__all__ = ["Clock", "SystemClock", "replay"]
+__all__ = ["Clock", "ReplayInterrupted", "SystemClock", "replay"]
 
 log = logging.getLogger(__name__)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 _FLUSH_TIMEOUT_S = 30.0
+# After Ctrl-C, how long what was already handed to the producer may take
+# to reach the broker before the replay gives up on it.
+_STOP_FLUSH_TIMEOUT_S = 5.0
 _FULL_QUEUE_WAIT_S = 0.1
 
 
@@ -67,15 +70,37 @@ class _Producer(Protocol):
     def flush(self, timeout: float) -> int: ...
 
 
+class ReplayInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a replay, raised once what was sent had its chance to
+    reach the broker: says how far the replay got, so that it can be resumed
+    or its topic cleaned up knowingly. Counted from the broker's
+    acknowledgements, so that an event handed over just as Ctrl-C came is
+    counted if it arrived."""
+
+    def __init__(self, delivered: int, lost: int, topic: str) -> None:
+        super().__init__(delivered, lost, topic)
+        self.delivered = delivered
+        self.lost = lost
+        self.topic = topic
+
+    def __str__(self) -> str:
+        said = (
+            f"replay stopped after {self.delivered} events delivered to {self.topic!r}"
+        )
+        return f"{said}, {self.lost} more not delivered" if self.lost else said
+
+
 @dataclass(slots=True)
 class _Deliveries:
-    """Counts what Kafka acknowledged and keeps the first failure."""
+    """Counts what Kafka acknowledged or refused; keeps the first failure."""
 
+    delivered: int = 0
     failed: int = 0
     first_error: str | None = field(default=None)
 
     def on_delivery(self, error: KafkaError | None, message: Message) -> None:
         if error is None:
+            self.delivered += 1
             return
         self.failed += 1
         if self.first_error is None:
@@ -109,10 +134,18 @@ def replay(
     log.info("replay start topic=%s speedup=%s", topic, speedup)
 
     sent = 0
-    for key, value, timestamp_ms in _records(source):
-        pace(timestamp_ms, kafka)
-        _produce(kafka, topic, key, value, timestamp_ms, deliveries)
-        sent += 1
+    try:
+        for key, value, timestamp_ms in _records(source):
+            pace(timestamp_ms, kafka)
+            _produce(kafka, topic, key, value, timestamp_ms, deliveries)
+            sent += 1
+    except KeyboardInterrupt:
+        unsent = kafka.flush(_STOP_FLUSH_TIMEOUT_S)
+        stop = ReplayInterrupted(
+            deliveries.delivered, deliveries.failed + unsent, topic
+        )
+        log.warning("%s", stop)
+        raise stop from None
 
     unsent = kafka.flush(_FLUSH_TIMEOUT_S)
     _check(deliveries, unsent, sent, topic, bootstrap)

@@ -27,7 +27,7 @@ from foreshock.decode import decode
 from foreshock.kpis import Aggregate
 from foreshock.layers import Layer
 from foreshock.metrics_kpis import MetricKpis
-from foreshock.replay import replay
+from foreshock.replay import ReplayInterrupted, replay
 from foreshock.schema import Event, MetricSample
 from tests.kafka_helpers import TopicFactory
 
@@ -306,3 +306,64 @@ def test_edge_columns_split_where_both_halves_name_services() -> None:
     assert edge_series("api_order_db", services, source) == "api->order_db"
     with pytest.raises(ValueError, match=r"'api_nowhere' of 'source_50\.csv'"):
         edge_series("api_nowhere", services, source)
+
+
+@dataclass
+class _SlowBroker:
+    """Acknowledges records when flushed, all but the last `lose` of them."""
+
+    lose: int
+    waiting: list[Callable[[KafkaError | None, Message], None]] = field(
+        default_factory=list
+    )
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes,
+        *,
+        on_delivery: Callable[[KafkaError | None, Message], None],
+        timestamp: int,
+    ) -> None:
+        self.waiting.append(on_delivery)
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+    def flush(self, timeout: float) -> int:
+        acknowledged = self.waiting[: len(self.waiting) - self.lose]
+        for on_delivery in acknowledged:
+            on_delivery(None, None)  # type: ignore[arg-type]
+        return len(self.waiting) - len(acknowledged)
+
+
+class _CtrlCOnFirstLongWait(_FakeClock):
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0.5:
+            raise KeyboardInterrupt
+        super().sleep(seconds)
+
+
+def test_a_replay_stopped_by_ctrl_c_counts_what_the_broker_acknowledged(
+    day: NezhaDay,
+) -> None:
+    events = list(day.events(START + timedelta(minutes=3)))
+
+    with pytest.raises(ReplayInterrupted) as stopped:
+        replay(
+            events,
+            "unused:9092",
+            "t",
+            speedup=60.0,
+            clock=_CtrlCOnFirstLongWait(),
+            producer=_SlowBroker(lose=2),
+        )
+
+    # Ctrl-C came while waiting for the second minute's first row: the first
+    # minute was handed over, and the broker took all but two of its rows.
+    assert (stopped.value.delivered, stopped.value.lost) == (PER_MINUTE - 2, 2)
+    assert str(stopped.value) == (
+        f"replay stopped after {PER_MINUTE - 2} events delivered to 't', "
+        "2 more not delivered"
+    )
