@@ -228,7 +228,13 @@ class _FakeClock:
 
 @dataclass
 class _FakeProducer:
+    """Keeps what was sent; a flush acknowledges all but the last `lose`."""
+
+    lose: int = 0
     sent: list[tuple[str, bytes, bytes, int]] = field(default_factory=list)
+    waiting: list[Callable[[KafkaError | None, Message], None]] = field(
+        default_factory=list
+    )
 
     def produce(
         self,
@@ -240,12 +246,16 @@ class _FakeProducer:
         timestamp: int,
     ) -> None:
         self.sent.append((topic, key, value, timestamp))
+        self.waiting.append(on_delivery)
 
     def poll(self, timeout: float) -> int:
         return 0
 
     def flush(self, timeout: float) -> int:
-        return 0
+        acknowledged = self.waiting[: len(self.waiting) - self.lose]
+        for on_delivery in acknowledged:
+            on_delivery(None, None)  # type: ignore[arg-type]
+        return len(self.waiting) - len(acknowledged)
 
 
 def test_replay_paces_by_event_time_divided_by_the_speedup(day: NezhaDay) -> None:
@@ -308,36 +318,6 @@ def test_edge_columns_split_where_both_halves_name_services() -> None:
         edge_series("api_nowhere", services, source)
 
 
-@dataclass
-class _SlowBroker:
-    """Acknowledges records when flushed, all but the last `lose` of them."""
-
-    lose: int
-    waiting: list[Callable[[KafkaError | None, Message], None]] = field(
-        default_factory=list
-    )
-
-    def produce(
-        self,
-        topic: str,
-        value: bytes,
-        key: bytes,
-        *,
-        on_delivery: Callable[[KafkaError | None, Message], None],
-        timestamp: int,
-    ) -> None:
-        self.waiting.append(on_delivery)
-
-    def poll(self, timeout: float) -> int:
-        return 0
-
-    def flush(self, timeout: float) -> int:
-        acknowledged = self.waiting[: len(self.waiting) - self.lose]
-        for on_delivery in acknowledged:
-            on_delivery(None, None)  # type: ignore[arg-type]
-        return len(self.waiting) - len(acknowledged)
-
-
 class _CtrlCOnFirstLongWait(_FakeClock):
     def sleep(self, seconds: float) -> None:
         if seconds > 0.5:
@@ -357,7 +337,7 @@ def test_a_replay_stopped_by_ctrl_c_counts_what_the_broker_acknowledged(
             "t",
             speedup=60.0,
             clock=_CtrlCOnFirstLongWait(),
-            producer=_SlowBroker(lose=2),
+            producer=_FakeProducer(lose=2),
         )
 
     # Ctrl-C came while waiting for the second minute's first row: the first
