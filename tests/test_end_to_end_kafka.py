@@ -1,7 +1,9 @@
 """The main job between real Kafka topics: events in, results out."""
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from bytewax.testing import run_main
@@ -10,6 +12,7 @@ from connectors.kafka import consume_all, produce_all
 from connectors.messages import OutMessage
 from foreshock.config import Settings
 from foreshock.jobs import kafka_flow
+from tests.kafka_helpers import TopicFactory
 
 pytestmark = pytest.mark.kafka
 
@@ -55,20 +58,33 @@ def _batched(messages: list[OutMessage]) -> list[OutMessage]:
     ]
 
 
-@pytest.mark.parametrize("shape", ["one event a message", "batches"])
-def test_events_in_kpis_anomalies_incidents_and_dead_letters_out(
-    kafka_bootstrap: str, kafka_topics, tmp_path, shape: str
-) -> None:
-    names = kafka_topics(
-        "in",
-        "kpis",
-        "anomalies",
-        "incidents",
-        "warnings",
-        "dead",
-        "late",
-        partitions=1,
-    )
+_OUTPUTS = (
+    "kpis",
+    "anomalies",
+    "incidents",
+    "early_warnings",
+    "dead_letters",
+    "late_events",
+    "data_quality",
+)
+
+
+def _read(bootstrap: str, topic: str) -> list[dict]:
+    return [json.loads(m.value) for m in consume_all(bootstrap, topic)]
+
+
+@dataclass(frozen=True)
+class _Job:
+    settings: Settings
+    source: str
+    changes: str
+    out: dict[str, str]
+
+
+def _job(bootstrap: str, kafka_topics: TopicFactory, tmp_path: Path) -> _Job:
+    """The job's settings between new topics: events and changes in, every
+    output out; the web page calls the database."""
+    source, changes, *outputs = kafka_topics("in", "changes", *_OUTPUTS, partitions=1)
     topology = tmp_path / "topology.json"
     topology.write_text(
         json.dumps(
@@ -78,38 +94,41 @@ def test_events_in_kpis_anomalies_incidents_and_dead_letters_out(
             }
         )
     )
+    out = dict(zip(_OUTPUTS, outputs, strict=True))
     settings = Settings(
         kafka={
-            "bootstrap_servers": kafka_bootstrap,
-            "input_topics": [names[0]],
-            "group_id": names[0],
+            "bootstrap_servers": bootstrap,
+            "input_topics": [source, changes],
+            "group_id": source,
+            "formats": {changes: "change"},
         },
-        topics={
-            "kpis": names[1],
-            "anomalies": names[2],
-            "incidents": names[3],
-            "early_warnings": names[4],
-            "dead_letters": names[5],
-            "late_events": names[6],
-        },
+        topics=out,
         correlation={"topology": topology},
     )
+    return _Job(settings, source, changes, out)
+
+
+@pytest.mark.parametrize("shape", ["one event a message", "batches"])
+def test_events_in_kpis_anomalies_incidents_and_dead_letters_out(
+    kafka_bootstrap: str, kafka_topics: TopicFactory, tmp_path: Path, shape: str
+) -> None:
+    job = _job(kafka_bootstrap, kafka_topics, tmp_path)
     events = _events(minutes=80, slow_from=70)
     if shape == "batches":
         events = _batched(events)
-    good = [OutMessage(names[0], m.key, m.value) for m in events]
-    poison = [OutMessage(names[0], b"x", b"{not json"), OutMessage(names[0], b"x", b"")]
+    good = [OutMessage(job.source, m.key, m.value) for m in events]
+    poison = [
+        OutMessage(job.source, b"x", b"{not json"),
+        OutMessage(job.source, b"x", b""),
+    ]
 
     produce_all(kafka_bootstrap, good[:100] + poison + good[100:])
-    run_main(kafka_flow(settings, until_end=True))  # type: ignore[arg-type]
+    run_main(kafka_flow(job.settings, until_end=True))  # type: ignore[arg-type]
 
-    def read(topic: str) -> list[dict]:
-        return [json.loads(m.value) for m in consume_all(kafka_bootstrap, topic)]
-
-    kpis = read(names[1])
-    anomalies = consume_all(kafka_bootstrap, names[2])
-    incidents = read(names[3])
-    dead = read(names[5])
+    kpis = _read(kafka_bootstrap, job.out["kpis"])
+    anomalies = consume_all(kafka_bootstrap, job.out["anomalies"])
+    incidents = _read(kafka_bootstrap, job.out["incidents"])
+    dead = _read(kafka_bootstrap, job.out["dead_letters"])
 
     assert {(k["kpi"]["service"], k["kpi"]["kpi"]) for k in kpis} >= {
         ("orders-db", "query_time_p95_ms"),
@@ -127,51 +146,13 @@ def test_events_in_kpis_anomalies_incidents_and_dead_letters_out(
     assert incidents[-1]["root_causes"][0]["service"] == "orders-db"
     assert incidents[-1]["lead_time_s"] == 120.0
     assert sorted(d["reason"] for d in dead) == ["empty_payload", "json_decode_error"]
-    assert all(d["topic"] == names[0] and d["offset"] in (100, 101) for d in dead)
+    assert all(d["topic"] == job.source and d["offset"] in (100, 101) for d in dead)
 
 
 def test_deploys_on_their_own_topic_are_cited_by_the_incident(
-    kafka_bootstrap: str, kafka_topics, tmp_path
+    kafka_bootstrap: str, kafka_topics: TopicFactory, tmp_path: Path
 ) -> None:
-    names = kafka_topics(
-        "in",
-        "changes",
-        "incidents",
-        "dead",
-        "kpis",
-        "anomalies",
-        "warnings",
-        "late",
-        "gaps",
-        partitions=1,
-    )
-    topology = tmp_path / "topology.json"
-    topology.write_text(
-        json.dumps(
-            {
-                "services": {"web": "frontend", "orders-db": "database"},
-                "calls": [["web", "orders-db"]],
-            }
-        )
-    )
-    settings = Settings(
-        kafka={
-            "bootstrap_servers": kafka_bootstrap,
-            "input_topics": [names[0], names[1]],
-            "group_id": names[0],
-            "formats": {names[1]: "change"},
-        },
-        topics={
-            "incidents": names[2],
-            "dead_letters": names[3],
-            "kpis": names[4],
-            "anomalies": names[5],
-            "early_warnings": names[6],
-            "late_events": names[7],
-            "data_quality": names[8],
-        },
-        correlation={"topology": topology},
-    )
+    job = _job(kafka_bootstrap, kafka_topics, tmp_path)
     deploy = {
         "time": (T0 + timedelta(minutes=69, seconds=30)).isoformat(),
         "layer": "database",
@@ -179,23 +160,23 @@ def test_deploys_on_their_own_topic_are_cited_by_the_incident(
         "change_type": "configuration",
         "version": "pool-4",
     }
-    telemetry = [OutMessage(names[0], m.key, m.value) for m in _events(80, 70)]
+    telemetry = [OutMessage(job.source, m.key, m.value) for m in _events(80, 70)]
     produce_all(
         kafka_bootstrap,
         [
-            OutMessage(names[1], b"orders-db", json.dumps(deploy).encode()),
-            OutMessage(names[1], b"orders-db", b'{"service": "orders-db"}'),
+            OutMessage(job.changes, b"orders-db", json.dumps(deploy).encode()),
+            OutMessage(job.changes, b"orders-db", b'{"service": "orders-db"}'),
             *telemetry,
         ],
     )
-    run_main(kafka_flow(settings, until_end=True))  # type: ignore[arg-type]
+    run_main(kafka_flow(job.settings, until_end=True))  # type: ignore[arg-type]
 
-    incidents = [json.loads(m.value) for m in consume_all(kafka_bootstrap, names[2])]
-    dead = [json.loads(m.value) for m in consume_all(kafka_bootstrap, names[3])]
+    incidents = _read(kafka_bootstrap, job.out["incidents"])
+    dead = _read(kafka_bootstrap, job.out["dead_letters"])
 
     assert incidents
     assert [c["version"] for c in incidents[-1]["changes"]] == ["pool-4"]
     top = incidents[-1]["root_causes"][0]
     assert top["service"] == "orders-db"
     assert top["reasons"][0].startswith("configuration pool-4 of orders-db at 10:09:30")
-    assert [(d["topic"], d["reason"]) for d in dead] == [(names[1], "schema")]
+    assert [(d["topic"], d["reason"]) for d in dead] == [(job.changes, "schema")]
