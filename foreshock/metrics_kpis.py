@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from foreshock.kpis import Aggregate, Compute, Dimension, Direction, Kpi
@@ -56,10 +56,16 @@ def _counter_rate(name: str) -> Compute:
 
 @dataclass
 class MetricKpis:
-    """Makes, and remembers, the KPI of each metric name a flow meets."""
+    """Makes, and remembers, the KPI of each metric name a flow meets.
+
+    A KPI holds code, so a snapshot keeps only which metrics had one made
+    and whether each is a counter (`made`); a restored flow makes them again
+    (`remake`) before it reports a silent service's metrics as `no_data`.
+    """
 
     rules: tuple[MetricRule, ...] = DEFAULT_METRIC_RULES
     _kpis: dict[str, Kpi] = field(default_factory=dict)
+    _counters: set[str] = field(default_factory=set)
 
     def names(self, aggregate: Aggregate, known: set[str]) -> Iterator[str]:
         """The metric KPIs a window of one service has, or had before."""
@@ -75,6 +81,15 @@ class MetricKpis:
     def get(self, name: str) -> Kpi:
         return self._kpis[name]
 
+    def made(self) -> dict[str, bool]:
+        """Each metric whose KPI was made, and whether it is a counter."""
+        return {metric: metric in self._counters for metric in self._kpis}
+
+    def remake(self, made: Mapping[str, bool]) -> None:
+        """Make again the KPIs that `made` lists."""
+        for metric, counter in made.items():
+            self._ensure(metric, counter=counter)
+
     def _ensure(self, metric: str, *, counter: bool) -> Kpi:
         kpi = self._kpis.get(metric)
         if kpi is None:
@@ -84,6 +99,8 @@ class MetricKpis:
             unit = "1/s" if counter else ""
             kpi = Kpi(metric, dimension, direction, unit, ("metric_sample",), compute)
             self._kpis[metric] = kpi
+            if counter:
+                self._counters.add(metric)
         return kpi
 
     def _classify(self, metric: str) -> tuple[Dimension, Direction]:

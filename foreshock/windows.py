@@ -333,9 +333,11 @@ class WindowStore:
         )
 
     def state(self) -> dict[str, object]:
-        """What a snapshot must keep: data only, never the KPI definitions."""
+        """What a snapshot must keep: data only, never the KPI definitions
+        (of metric KPIs, only which were made)."""
         self._flush()
         return {
+            "metric_kpis": self.metric_kpis.made(),
             "max_event_us": self._max_us,
             "advanced_at_us": self._advanced_at_us,
             "received_us": self.received_us,
@@ -362,6 +364,27 @@ class WindowStore:
         self._close_at_us = _restored_micros(state, "close_at_us", "close_at") or 0
         self._closed_any = state["closed_any"]  # type: ignore[assignment]
         self._kept = state.get("kept", {})  # type: ignore[assignment]
+        made = state.get("metric_kpis")
+        if made is None:
+            made = self._metrics_known()
+        self.metric_kpis.remake(made)  # type: ignore[arg-type]
+
+    def _metrics_known(self) -> dict[str, bool]:
+        """The metric KPIs the known services had, for a snapshot that did
+        not list them: a KPI name no registry knows is a metric's, a counter
+        if a counter series of that name was seen."""
+        counters = {
+            key[0]
+            for series in self._series.values()
+            for key in series
+            if isinstance(key, tuple)
+        }
+        return {
+            name: name in counters
+            for known in self._known.values()
+            for name in known.kpis
+            if self.registry.get(name) is None and self.version_kpis.get(name) is None
+        }
 
     @property
     def max_event_time(self) -> datetime | None:

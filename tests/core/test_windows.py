@@ -1,3 +1,4 @@
+import pickle
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -227,3 +228,46 @@ def test_a_new_metric_gets_one_kpi_record_per_window() -> None:
     closed = [r for r in store.close_ready() if r.kpi == "queue_depth"]
 
     assert [(r.window_start, r.value) for r in closed] == [(T0, 4.0)]
+
+
+def _metric(seconds: float, name: str, value: float, kind: str = "gauge") -> Event:
+    return EVENT_ADAPTER.validate_python(
+        {
+            "time": T0 + timedelta(seconds=seconds),
+            "layer": "backend",
+            "service": "orders",
+            "payload": {
+                "kind": "metric_sample",
+                "name": name,
+                "type": kind,
+                "value": value,
+            },
+        }
+    )
+
+
+@pytest.mark.parametrize("listed", [True, False], ids=["snapshot", "older snapshot"])
+def test_a_restored_store_reports_a_silent_metric_as_no_data(listed: bool) -> None:
+    first = WindowStore(spec=WindowSpec(60, 0, T0))
+    first.add(_metric(0, "queue_depth", 4.0))
+    first.add(_metric(10, "jobs_total", 100.0, kind="counter"))
+    first.add(_metric(70, "jobs_total", 160.0, kind="counter"))
+    first.add(_event(125, "other"))
+    state = pickle.loads(pickle.dumps(first.state()))
+    if not listed:
+        # As snapshots were before they listed the metric KPIs made.
+        del state["metric_kpis"]
+    second = WindowStore(spec=WindowSpec(60, 0, T0))
+
+    second.restore(state)
+    second.add(_event(250, "other"))
+    records = [r for r in second.close_ready() if r.service == "orders"]
+
+    # orders sent nothing after 10:01: its metrics are silent from 10:02 on,
+    # each with the unit of its kind (a counter's increase per second).
+    silent = {
+        (r.kpi, r.unit, r.state)
+        for r in records
+        if r.window_start >= T0 + timedelta(minutes=2)
+    }
+    assert silent == {("queue_depth", "", "no_data"), ("jobs_total", "1/s", "no_data")}
