@@ -268,6 +268,8 @@ class Correlator:
     _expected: dict[datetime, int] = field(default_factory=dict)
     _received: dict[datetime, int] = field(default_factory=dict)
     _handled_through: datetime | None = None
+    # Scores of windows judged already, judged with the next window.
+    _stragglers: list[KpiScore] = field(default_factory=list)
 
     def observe(self, score: KpiScore) -> list[Output]:
         """Take one scored window; handle every window it shows complete.
@@ -277,12 +279,17 @@ class Correlator:
         arrived. Before that, a window is complete once a window
         `settle_windows` later has been seen. A restated window was judged
         when it first closed; its correction is published as it is and
-        takes no part in incidents.
+        takes no part in incidents. A score of a window judged already (it
+        came after its window looked whole) is judged with the next window,
+        so that no window is judged twice.
         """
         if score.kpi.restated:
             return []
         end = score.kpi.window_end
         self._window = end - score.kpi.window_start
+        if self._handled_through is not None and end <= self._handled_through:
+            self._stragglers.append(score)
+            return []
         self._pending.setdefault(end, []).append(score)
         self._received[end] = self._received.get(end, 0) + 1
         if self._shards is not None:
@@ -321,9 +328,19 @@ class Correlator:
         return out
 
     def _complete(self, end: datetime) -> bool:
+        """Whether every shard has closed the window and its scores are in.
+
+        A window is whole only once some shard has counted its records: a
+        shard that reported itself idle and then got events again sends
+        scores that can overtake the progress counting them, and judging
+        at each such score would judge the window piecemeal, once a score.
+        """
         assert self._shards is not None
+        expected = self._expected.get(end)
+        if expected is None:
+            return False
         closed = all(t is None or t >= end for t in self._shards.values())
-        return closed and self._received.get(end, 0) >= self._expected.get(end, 0)
+        return closed and self._received.get(end, 0) >= expected
 
     def observe_change(self, change: Change) -> None:
         """Take a deploy or other change: context from now on."""
@@ -335,12 +352,17 @@ class Correlator:
 
     def flush(self) -> list[Output]:
         """Handle every window still gathered: the input has ended."""
+        if self._stragglers and self._handled_through is not None:
+            self._pending.setdefault(self._handled_through, [])
         return [out for w in sorted(self._pending) for out in self._handle(w)]
 
     # -- one window at a time -------------------------------------------------
 
     def _handle(self, window_end: datetime) -> Iterator[Output]:
         scores = self._pending.pop(window_end)
+        if self._stragglers:
+            scores += self._stragglers
+            self._stragglers = []
         self._expected.pop(window_end, None)
         self._received.pop(window_end, None)
         if self._handled_through is None or window_end > self._handled_through:

@@ -6,9 +6,10 @@ interleave, the correlator must publish what it publishes when it gets
 them window by window.
 """
 
-from datetime import timedelta
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 
-from foreshock.correlation import CorrelationConfig, Correlator, ShardProgress
+from foreshock.correlation import CorrelationConfig, Correlator, Output, ShardProgress
 from foreshock.layers import Layer
 from foreshock.records import KpiScore
 from tests.core.test_correlation import T0, TOPOLOGY, _score
@@ -94,3 +95,39 @@ def test_an_idle_shard_holds_no_window_back() -> None:
     # The database's trouble is judged without waiting for the web.
     warned = [o for o in out if type(o).__name__ == "EarlyWarning"]
     assert [w.onset for w in warned] == [T0 + timedelta(minutes=20)]
+
+
+def _one_shard_carrying_both(idle_first: bool) -> tuple[list[object], list[object]]:
+    """What the correlator publishes, and the windows it judged, in order."""
+    correlator = Correlator(TOPOLOGY, CorrelationConfig(resolve_after_windows=3))
+    judged: list[object] = []
+    judge = correlator._handle
+
+    def counted(window_end: datetime) -> Iterator[Output]:
+        judged.append(window_end)
+        return judge(window_end)
+
+    correlator._handle = counted  # type: ignore[method-assign]
+    correlator.expect_shards(["in:0"])
+    out: list[object] = []
+    if idle_first:
+        out += correlator.observe_progress(ShardProgress("in:0", None))
+    for minute in range(MINUTES):
+        for shard in SHARDS:
+            for score in _scores(shard, minute):
+                out += correlator.observe(score)
+        end = T0 + timedelta(minutes=minute + 1)
+        out += correlator.observe_progress(ShardProgress("in:0", end, {end: 2}))
+    return out + correlator.flush(), judged
+
+
+def test_scores_of_a_shard_that_was_idle_wait_for_its_progress() -> None:
+    # A shard that reported itself idle gets events again: its scores can
+    # reach the correlator before the progress that counts them (scores
+    # pass through the detectors first). The window is judged once, whole,
+    # not once per score as each arrives.
+    out, judged = _one_shard_carrying_both(idle_first=True)
+
+    assert judged == [T0 + timedelta(minutes=m + 1) for m in range(MINUTES)]
+    assert out == _one_shard_carrying_both(idle_first=False)[0]
+    assert any(getattr(o, "lead_time_s", None) == 240.0 for o in out)
