@@ -127,7 +127,11 @@ class WindowSettings(_Section):
       pages nobody; replays of recorded data that should page as if live
       set 0 (or keep timestamps and use the receive clock).
     - `max_clock_ahead_s` / `max_clock_behind_s`: an event this far ahead of
-      (behind) its Kafka receive time is quarantined as clock skew.
+      (behind) its Kafka receive time is quarantined as clock skew. Ahead,
+      the allowed lateness by default (at least a second): an event further
+      ahead would by itself move the watermark far enough to make honest
+      events that arrive on time late, and blind its shard until real time
+      catches up with it.
     - `max_services` per shard and `max_series_per_service` (metric names
       and counter label sets): beyond them, events are dead letters with
       reason "series_cap".
@@ -144,7 +148,7 @@ class WindowSettings(_Section):
     idle_timeout_s: float = Field(default=300.0, ge=0)
     backfill_after_s: float = Field(default=900.0, ge=0)
     backfill_clock: Literal["processing", "receive"] = "processing"
-    max_clock_ahead_s: float = Field(default=600.0, ge=0)
+    max_clock_ahead_s: float | None = Field(default=None, ge=0)
     max_clock_behind_s: float = Field(default=0.0, ge=0)
     max_services: int = Field(default=20_000, ge=0)
     max_series_per_service: int = Field(default=1_000, ge=0)
@@ -176,10 +180,15 @@ class WindowSettings(_Section):
             restate_within_s=self.restate_within_s or None,
         )
 
+    def _ahead_bound(self) -> float:
+        if self.max_clock_ahead_s is not None:
+            return self.max_clock_ahead_s
+        return max(self.allowed_lateness_s, 1.0)
+
     def input_limits(self, max_message_bytes: int) -> InputLimits:
         return InputLimits(
             max_message_bytes=max_message_bytes or None,
-            max_ahead_s=self.max_clock_ahead_s or None,
+            max_ahead_s=self._ahead_bound() or None,
             max_behind_s=self.max_clock_behind_s or None,
         )
 

@@ -372,6 +372,25 @@ def test_without_the_bound_one_skewed_host_makes_honest_events_late() -> None:
     assert {x.reason for x in late} == {"late"}
 
 
+def test_by_default_an_event_ahead_by_more_than_the_lateness_is_quarantined() -> None:
+    # Ten minutes ahead is within an hours-wide bound, yet it alone would
+    # move the watermark ten minutes on and make every honest event late.
+    settings = WindowSettings()
+    logic = _logic(WindowPolicy(), _Clock(T0), settings.input_limits(0))
+    messages = []
+    for i in range(18):
+        at = T0 + timedelta(seconds=10 * i)
+        messages.append(_message(len(messages), at, "checkout-api", at))
+        if i == 3:
+            ahead = at + timedelta(seconds=settings.allowed_lateness_s + 1)
+            messages.append(_message(len(messages), ahead, "fast-clock", at))
+
+    out, _ = logic.on_item(RawBatch("t:0", tuple(messages)))
+
+    late = [x for x in out if isinstance(x, LateEvent)]
+    assert [(x.reason, x.service) for x in late] == [("clock_skew", "fast-clock")]
+
+
 def test_events_far_behind_their_receipt_are_quarantined_when_bounded() -> None:
     logic = _logic(WindowPolicy(), _Clock(T0), InputLimits(max_behind_s=3600))
     received = T0 + timedelta(days=3)
