@@ -209,6 +209,10 @@ class CorrelationSettings(_Section):
     page_while_warming_up: bool = True
     silence_windows: int = Field(default=2, ge=1)
     change_grace_s: float = Field(default=300.0, ge=0)
+    warn_witnesses: int = Field(default=2, ge=0)
+    warn_noisy_blips: int = Field(default=3, ge=0)
+    warn_noisy_lookback_s: float = Field(default=10_800.0, gt=0)
+    warn_min_utilisation_change: float = Field(default=0.05, ge=0)
     change_lookback_s: float = Field(default=1800.0, ge=0)
     change_regression_ratio: float = Field(default=1.5, gt=1)
     infer_calls: bool = False

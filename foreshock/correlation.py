@@ -13,14 +13,18 @@ shows up, so the result does not depend on the order records arrive in.
   a long one keeps its chain and lead time.
 - Deep-stack trouble on a path to users, with no incident open for it, is
   published as an early warning once a series has been anomalous for
-  `warn_confirm_windows` windows. Trouble in the same or a neighbouring
-  service (caller or callee), starting within an episode gap of a warning's
-  first trouble, joins it (same id, status "updated") instead of warning
-  anew, and so does any trouble threatening the same users that starts in
-  the very window the warning's did; so does a new series of a member
-  service, of a dimension it was warned about, while that episode goes on.
-  If users are hit later, the incident cites the warning and records the
-  lead time.
+  `warn_confirm_windows` windows, or at once when one window shows the
+  service troubled in two independent ways (two kinds of trouble, or two
+  callers timing its calls slow). A memory or CPU series barely off its
+  level is no trouble, however rare the step; a series that keeps showing
+  lone anomalous windows needs one window more. Trouble in the same or a
+  neighbouring service (caller or callee), starting within an episode gap
+  of a warning's first trouble, joins it (same id, status "updated")
+  instead of warning anew, and so does any trouble threatening the same
+  users that starts in the very window the warning's did; so does a new
+  series of a member service, of a dimension it was warned about, while
+  that episode goes on. If users are hit later, the incident cites the
+  warning and records the lead time.
 - An incident resolves once every user-facing KPI that was anomalous has been
   back to normal for `resolve_after_windows` windows of real data. Missing
   data never counts as recovery. Within the cool-down after, trouble in its
@@ -121,6 +125,21 @@ class CorrelationConfig:
     # Deep metrics are noisier than what users feel: a deep series warns only
     # after this many anomalous windows in a row.
     warn_confirm_windows: int = 2
+    # A service warns after one window when the window its trouble starts in
+    # shows it troubled in this many independent ways: kinds of trouble
+    # (slower and busier), or callers whose calls into it are slow. 0 turns
+    # this off.
+    warn_witnesses: int = 2
+    # A series with this many lone anomalous windows (one window, then
+    # normal again) within `warn_noisy_lookback_s` is noisy for now: two
+    # anomalous windows in a row come by chance there, so it needs one more
+    # to warn. 0 turns this off.
+    warn_noisy_blips: int = 3
+    warn_noisy_lookback_s: float = 10_800.0
+    # A memory or CPU series of a flat level finds a step of a percent rare,
+    # yet a resource a percent busier threatens nobody: a deep utilisation
+    # series is trouble only once it moved by this share of its expected value.
+    warn_min_utilisation_change: float = 0.05
     # After a deploy or other change of a service, its anomalies wait this
     # long before they page: a rollout's brief spike settles by itself, a
     # regression outlasts it and pages with its true onset.
@@ -247,6 +266,8 @@ class Correlator:
     _warnings: list[_Warning] = field(default_factory=list)
     _runs: dict[tuple[Layer, str, str], int] = field(default_factory=dict)
     _run_starts: dict[tuple[Layer, str, str], datetime] = field(default_factory=dict)
+    # When each series' recent lone anomalous windows started.
+    _blips: dict[tuple[Layer, str, str], list[datetime]] = field(default_factory=dict)
     _changes: dict[str, list[Change]] = field(default_factory=dict)
     _window: timedelta = timedelta(minutes=1)
     _latest: datetime | None = None
@@ -262,6 +283,8 @@ class Correlator:
     # The service each troubled call edge's series blames (`foreshock.edges`),
     # as judged while its episode went on.
     _blamed: dict[str, str] = field(default_factory=dict)
+    # The services in trouble (`_is_trouble`) in the last window judged.
+    _troubled_before: set[str] = field(default_factory=set)
     # What shards reported (`ShardProgress`); None until one does.
     _shards: dict[str, datetime | None] | None = None
     # Per window end: scores the shards announced, and scores arrived.
@@ -399,11 +422,26 @@ class Correlator:
                 and self.suppressions.suppressed(*key, s.kpi.window_start) is None
             )
             run = self._runs.get(key, 0) + 1 if counts else 0
+            if run == 0 and self._runs.get(key) == 1:
+                # A run of one window just ended: a lone blip.
+                self._note_blip(key, self._run_starts[key])
             self._runs[key] = run
             if run == 1:
                 self._run_starts[key] = s.kpi.window_start
             if run >= self.config.confirm_windows and not self._in_grace(s):
                 yield s
+
+    def _note_blip(self, key: tuple[Layer, str, str], start: datetime) -> None:
+        since = start - timedelta(seconds=self.config.warn_noisy_lookback_s)
+        recent = [t for t in self._blips.get(key, ()) if t >= since]
+        self._blips[key] = [*recent, start]
+
+    def _noisy(self, key: tuple[Layer, str, str], now: datetime) -> bool:
+        """Whether `key` had `warn_noisy_blips` lone anomalous windows lately."""
+        needed = self.config.warn_noisy_blips
+        since = now - timedelta(seconds=self.config.warn_noisy_lookback_s)
+        recent = sum(t >= since for t in self._blips.get(key, ()))
+        return needed > 0 and recent >= needed
 
     def _in_grace(self, s: KpiScore) -> bool:
         grace = timedelta(seconds=self.config.change_grace_s)
@@ -476,6 +514,8 @@ class Correlator:
         ]:
             del self._episodes[key]
         alive = {s for _, s, _ in self._episodes}
+        since = now - timedelta(seconds=self.config.warn_noisy_lookback_s)
+        self._blips = {k: b for k, b in self._blips.items() if b[-1] >= since}
         self._blamed = {s: b for s, b in self._blamed.items() if s in alive}
         keep = timedelta(
             seconds=max(self.config.lookback_s, self.config.change_lookback_s)
@@ -733,26 +773,79 @@ class Correlator:
         near = service in group.onsets or self._adjacent(service, group.onsets)
         return onset - first <= gap and near
 
+    def _corroborated(self, deep: list[Anomaly]) -> set[str]:
+        """The services this window shows in trouble by independent witnesses.
+
+        One window of one kind of reading is often a blip: a pause moves
+        every latency percentile of a service at once, and its memory in
+        bytes and in percent are one reading. Trouble of two kinds at once
+        (slower and busier, say), or calls slow on two call edges that
+        blame the service (two callers timing it, `foreshock.edges`), are
+        seldom a coincidence: such a service need not wait for
+        `warn_confirm_windows` windows to warn. This holds for the window its
+        trouble starts in; trouble of a service already in trouble the
+        window before is more of the same, and confirms as usual.
+        """
+        needed = self.config.warn_witnesses
+        if needed < 1:
+            return set()
+
+        kinds: dict[str, set[str]] = defaultdict(set)
+        edges: dict[str, set[str]] = defaultdict(set)
+        for a in deep:
+            place = self._place(a.service)
+            if not self._is_trouble(a) or place in self._troubled_before:
+                continue
+            kinds[place].add(a.dimension)
+            if edge_of(a.service) is not None:
+                edges[place].add(a.service)
+
+        return {s for s in kinds if len(kinds[s]) >= needed or len(edges[s]) >= needed}
+
+    def _is_trouble(self, a: Anomaly) -> bool:
+        """Whether a deep anomaly can make a warning.
+
+        A shift in traffic alone is not trouble; it is evidence once
+        something breaks. Nor is a resource that is barely busier than
+        expected, however rare the step is for its series.
+        """
+        if a.dimension == "throughput":
+            return False
+        if a.dimension != "utilisation" or not a.expected:
+            return True
+        change = abs(a.value - a.expected) / abs(a.expected)
+        return change >= self.config.warn_min_utilisation_change
+
+    def _confirmed_run(self, a: Anomaly, now: datetime) -> bool:
+        """Whether a deep series has been anomalous long enough to warn."""
+        key = (a.layer, a.service, a.kpi)
+        needed = self.config.warn_confirm_windows
+        if self._noisy(key, now):
+            needed += 1
+        return self._runs.get(key, 0) >= needed
+
     def _warn(self, deep: list[Anomaly], now: datetime) -> Iterator[Output]:
         # Deep trouble that starts within an episode gap of a warning's first
         # trouble, in the same or a neighbouring service sharing users at
         # risk, is that warning: services join it instead of paging one by
         # one. So is a new series of a member service continuing trouble of
         # its kind that was warned about (`_still_troubled`). Otherwise a new episode
-        # of a service already warned about is new trouble. A shift in
-        # traffic alone is not trouble; it is evidence once something breaks.
+        # of a service already warned about is new trouble.
         quiet = timedelta(seconds=self.config.cooldown_s)
         gap = self._episode_gap()
         self._warnings = [g for g in self._warnings if now - g.last_seen < quiet]
         self._recent = [
             c for c in self._recent if c.resolved_at and now - c.resolved_at < quiet
         ]
+        corroborated = self._corroborated(deep)
+        self._troubled_before = {
+            self._place(a.service) for a in deep if self._is_trouble(a)
+        }
         troubles = sorted(
             (self._onset(a), self._place(a.service), (a.layer, a.service, a.kpi))
             for a in deep
-            if a.dimension != "throughput"
-            and self._runs.get((a.layer, a.service, a.kpi), 0)
-            >= self.config.warn_confirm_windows
+            if self._is_trouble(a)
+            and (self._confirmed_run(a, now) or self._place(a.service) in corroborated)
         )
         for onset, service, key in troubles:
             at_risk = self.topology.user_facing_dependents(service)

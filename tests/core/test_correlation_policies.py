@@ -51,10 +51,16 @@ CATALOG_LATENCY: Series = (Layer.BACKEND, "catalog", "latency_p95_ms", "speed")
 CATALOG_RATE: Series = (Layer.BACKEND, "catalog", "requests_per_s", "throughput")
 DB_RATE: Series = (Layer.DATABASE, "db", "queries_per_s", "throughput")
 DB_TIME: Series = (Layer.DATABASE, "db", "query_time_p95_ms", "speed")
+DB_TIME_P99: Series = (Layer.DATABASE, "db", "query_time_p99_ms", "speed")
+DB_MEMORY: Series = (Layer.DATABASE, "db", "memory_used_pct", "utilisation")
 
 
 def _score(
-    minute: int, series: Series, bad: bool, detector_state: str = "ready"
+    minute: int,
+    series: Series,
+    bad: bool,
+    detector_state: str = "ready",
+    bad_value: float = 3.0,
 ) -> KpiScore:
     layer, service, kpi, dimension = series
     start = T0 + timedelta(minutes=minute)
@@ -67,7 +73,7 @@ def _score(
         unit="1",
         window_start=start,
         window_end=start + timedelta(minutes=1),
-        value=3.0 if bad else 1.0,
+        value=bad_value if bad else 1.0,
         state="ok",
     )
     return KpiScore(
@@ -233,6 +239,97 @@ def test_unadjacent_trouble_starting_in_the_same_window_is_one_warning() -> None
         ("open", ["catalog"]),
         ("open", ["orders"]),
     ]
+
+
+def test_one_window_of_two_kinds_of_trouble_warns_at_once() -> None:
+    # From minute 2 the db is slower and busier: two kinds of trouble in one
+    # window, so it warns when that window closes (08:03). Two percentiles
+    # of its query time are one kind: that waits for a second window (08:04).
+    two_kinds = {DB_TIME: (2, 8), DB_MEMORY: (2, 8)}
+    one_kind = {DB_TIME: (2, 8), DB_TIME_P99: (2, 8)}
+
+    at_once = _warnings(_feed(Correlator(SHOP), minutes=6, bad=two_kinds))
+    confirmed = _warnings(_feed(Correlator(SHOP), minutes=6, bad=one_kind))
+
+    assert [(w.status, f"{w.published_at:%H:%M}") for w in at_once] == [
+        ("open", "08:03")
+    ]
+    assert [(w.status, f"{w.published_at:%H:%M}") for w in confirmed] == [
+        ("open", "08:04")
+    ]
+    assert at_once[0].onset == confirmed[0].onset == T0 + timedelta(minutes=2)
+
+
+def test_new_trouble_of_a_service_already_in_trouble_confirms_as_usual() -> None:
+    # The db's memory is up from minute 1 and warns when minute 2 closes. It
+    # slows down from minute 6, past the episode gap: new trouble, but of a
+    # service busy since minute 1, so it waits for its second window (08:08)
+    # although memory and query time make two kinds at minute 6.
+    bad = {DB_MEMORY: (1, 12), DB_TIME: (6, 12)}
+
+    out = _warnings(_feed(Correlator(SHOP), minutes=10, bad=bad))
+
+    assert [(w.status, f"{w.published_at:%H:%M}") for w in out] == [
+        ("open", "08:03"),
+        ("open", "08:08"),
+    ]
+
+
+def test_warning_at_once_can_be_turned_off() -> None:
+    two_kinds = {DB_TIME: (2, 8), DB_MEMORY: (2, 8)}
+    patient = CorrelationConfig(warn_witnesses=0)
+
+    out = _warnings(_feed(Correlator(SHOP, patient), minutes=6, bad=two_kinds))
+
+    assert [f"{w.published_at:%H:%M}" for w in out] == ["08:04"]
+
+
+@pytest.mark.parametrize(
+    ("memory", "warned"),
+    [
+        # 2 % over its expected value of 1.0, under the 5 % floor: no trouble.
+        (1.02, []),
+        # 50 % over: trouble, confirmed by its second window, 08:03 to 08:04.
+        (1.5, ["08:04"]),
+    ],
+)
+def test_a_resource_barely_busier_than_expected_is_no_trouble(
+    memory: float, warned: list[str]
+) -> None:
+    correlator = Correlator(SHOP)
+
+    out: list[Output] = []
+    for minute in range(8):
+        score = _score(minute, DB_MEMORY, minute >= 2, bad_value=memory)
+        out += correlator.observe(score)
+    out += correlator.flush()
+
+    assert [f"{w.published_at:%H:%M}" for w in _warnings(out)] == warned
+
+
+@pytest.mark.parametrize(
+    ("lone", "warned"),
+    [
+        # Two lone anomalous windows in the last three hours: two in a row
+        # from minute 40 confirm as usual, when minute 41 closes.
+        ({10, 20}, ["08:42"]),
+        # Three: the series is noisy for now and needs a third window.
+        ({10, 20, 30}, ["08:43"]),
+    ],
+)
+def test_a_series_that_keeps_blipping_needs_one_window_more(
+    lone: set[int], warned: list[str]
+) -> None:
+    bad_minutes = lone | {40, 41, 42, 43}
+    correlator = Correlator(SHOP)
+
+    out: list[Output] = []
+    for minute in range(46):
+        out += correlator.observe(_score(minute, DB_TIME, minute in bad_minutes))
+    out += correlator.flush()
+
+    assert [f"{w.published_at:%H:%M}" for w in _warnings(out)] == warned
+    assert all(w.onset == T0 + timedelta(minutes=40) for w in _warnings(out))
 
 
 def test_an_incident_longer_than_the_lookback_keeps_its_lead_time() -> None:
