@@ -92,8 +92,8 @@ class AlertmanagerConfig:
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
             raise ValueError(
-                f"Alertmanager url must start with http:// or https://, "
-                f"got {self.url!r}"
+                "Alertmanager url must start with http:// or https://, "
+                f"got {redacted_url(self.url)!r}"
             )
         if self.hold_s <= self.resend_interval_s:
             raise ValueError(
@@ -114,8 +114,8 @@ def _check_template(template: str | None) -> None:
         template.format(**dict.fromkeys(_TEMPLATE_FIELDS, "x"))
     except (KeyError, IndexError, ValueError) as error:
         raise ValueError(
-            f"URL template {template!r} is not valid ({error!r}); it may use "
-            + ", ".join("{" + f + "}" for f in _TEMPLATE_FIELDS)
+            f"URL template {redacted_url(template)!r} is not valid ({error!r}); "
+            "it may use " + ", ".join("{" + f + "}" for f in _TEMPLATE_FIELDS)
         ) from None
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "KafkaSink",
     "KafkaSource",
     "MissingTopicError",
+    "Replacement",
     "StartingOffset",
     "consume_all",
     "ensure_topics",
@@ -73,6 +74,17 @@ _NOT_YET = frozenset(
         KafkaError.COORDINATOR_NOT_AVAILABLE,
     }
 )
+
+# Answers that condemn one record, not the connection: the record is too
+# large for the producer or the topic, or invalid for the topic. Sent again,
+# it gets the same answer, so waiting or restarting can never get it through.
+_REFUSED_FOR_GOOD = frozenset(
+    {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_RECORD}
+)
+
+# What a sink writes in place of a record Kafka refused for good, given the
+# record and Kafka's answer (see `KafkaSink`).
+Replacement = Callable[[OutMessage, str], OutMessage]
 
 _T = TypeVar("_T")
 
@@ -495,6 +507,16 @@ class KafkaSink(DynamicSink[OutMessage]):
     the batch waits, and a delivery Kafka refuses raises `DeliveryError`,
     which stops the flow rather than lose the batch. The producer is then
     idempotent, so its own retries add no duplicates.
+
+    A record Kafka refuses for good (too large for the producer's
+    `message.max.bytes` or the topic's `max.message.bytes`, or invalid for
+    its topic) would get the same answer after every restart, so it must
+    not stop the flow. With `replace_refused`, it is logged at ERROR with
+    its topic, key and size, counted (`foreshock_output_refused_total`),
+    and the message `replace_refused` makes of it is written instead: a
+    small dead letter that says which record could not be written and why.
+    A replacement refused in turn is logged at ERROR and dropped. Without
+    `replace_refused`, such a record is a failed delivery as above.
     """
 
     def __init__(
@@ -503,6 +525,7 @@ class KafkaSink(DynamicSink[OutMessage]):
         *,
         flush_timeout_s: float = 30.0,
         wait_for_delivery: bool = False,
+        replace_refused: Replacement | None = None,
     ) -> None:
         if "bootstrap.servers" not in config:
             raise ValueError(
@@ -513,13 +536,17 @@ class KafkaSink(DynamicSink[OutMessage]):
             self._config.setdefault("enable.idempotence", "true")
         self._flush_timeout_s = flush_timeout_s
         self._wait_for_delivery = wait_for_delivery
+        self._replace_refused = replace_refused
 
     def build(
         self, step_id: str, worker_index: int, worker_count: int
     ) -> StatelessSinkPartition[OutMessage]:
         """A producer for one worker."""
         return _ProducerPartition(
-            self._config, self._flush_timeout_s, self._wait_for_delivery
+            self._config,
+            self._flush_timeout_s,
+            self._wait_for_delivery,
+            self._replace_refused,
         )
 
 
@@ -529,10 +556,14 @@ class _ProducerPartition(StatelessSinkPartition[OutMessage]):
         config: dict[str, str],
         flush_timeout_s: float,
         wait_for_delivery: bool = False,
+        replace_refused: Replacement | None = None,
     ) -> None:
         self._flush_timeout_s = flush_timeout_s
         self._wait_for_delivery = wait_for_delivery
+        self._replace_refused = replace_refused
         self.failed = 0
+        # Records refused for good, with Kafka's answer, until replaced.
+        self._refused: list[tuple[OutMessage, KafkaError]] = []
         self._producer = Producer(
             {**config, "error_cb": self._on_client_error, "logger": CLIENT_LOG}
         )
@@ -545,15 +576,20 @@ class _ProducerPartition(StatelessSinkPartition[OutMessage]):
             return
         # Serves delivery reports of earlier batches without waiting.
         self._producer.poll(0)
+        self._replace()
 
     def _deliver(self) -> None:
         """Wait until Kafka has the batch, however long the broker is away."""
-        while (unsent := self._producer.flush(self._flush_timeout_s)) > 0:
-            _LOG.warning(
-                "kafka sink waiting for delivery unsent=%s seconds=%.0f",
-                unsent,
-                self._flush_timeout_s,
-            )
+        while True:
+            while (unsent := self._producer.flush(self._flush_timeout_s)) > 0:
+                _LOG.warning(
+                    "kafka sink waiting for delivery unsent=%s seconds=%.0f",
+                    unsent,
+                    self._flush_timeout_s,
+                )
+            # Replacements are part of the batch: delivered before it ends.
+            if not self._replace():
+                break
         if self.failed:
             message = (
                 f"Kafka refused {self.failed} messages; see the ERROR log lines "
@@ -565,6 +601,8 @@ class _ProducerPartition(StatelessSinkPartition[OutMessage]):
 
     def close(self) -> None:
         unsent = self._producer.flush(self._flush_timeout_s)
+        if self._replace():
+            unsent = self._producer.flush(self._flush_timeout_s)
         if self.failed or unsent:
             message = (
                 f"Kafka did not take every message: {self.failed} failed, "
@@ -574,10 +612,11 @@ class _ProducerPartition(StatelessSinkPartition[OutMessage]):
             _LOG.error("%s", message)
             raise DeliveryError(message)
 
-    def _produce(self, item: OutMessage) -> None:
+    def _produce(self, item: OutMessage, replacement: bool = False) -> None:
         headers: list[tuple[str, str | bytes | None]] | None = (
             list(item.headers) if item.headers else None
         )
+        on_delivery = self._on_replacement if replacement else self._on_delivery
         while True:
             try:
                 self._producer.produce(
@@ -585,26 +624,86 @@ class _ProducerPartition(StatelessSinkPartition[OutMessage]):
                     item.value,
                     item.key,
                     headers=headers,
-                    on_delivery=self._on_delivery,
+                    on_delivery=on_delivery,
                 )
                 return
             except BufferError:
                 # The local queue is full: wait for deliveries to make room.
                 self._producer.poll(0.1)
+            except KafkaException as exc:
+                # The producer refuses a record beyond its own size bound
+                # before sending it, with the answer a broker would give.
+                error: KafkaError = exc.args[0]
+                if error.code() not in _REFUSED_FOR_GOOD:
+                    raise
+                self._refuse(item, error, replacement)
+                return
 
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
+        self._delivered(error, message, replacement=False)
+
+    def _on_replacement(self, error: KafkaError | None, message: Message) -> None:
+        self._delivered(error, message, replacement=True)
+
+    def _delivered(
+        self, error: KafkaError | None, message: Message, replacement: bool
+    ) -> None:
         if error is None:
             return
+        if error.code() in _REFUSED_FOR_GOOD:
+            self._refuse(_out_message(message), error, replacement)
+            return
+        self._failed(message.topic(), message.key(), error)
+
+    def _failed(self, topic: str | None, key: bytes | None, error: KafkaError) -> None:
         self.failed += 1
-        _LOG.error(
-            "kafka delivery failed topic=%s key=%r error=%s",
-            message.topic(),
-            message.key(),
-            error,
-        )
+        _LOG.error("kafka delivery failed topic=%s key=%r error=%s", topic, key, error)
+
+    def _refuse(self, item: OutMessage, error: KafkaError, replacement: bool) -> None:
+        """Set a record refused for good aside for its replacement."""
+        if replacement:
+            _LOG.error(
+                "kafka refused the replacement of a refused record, dropped: "
+                "topic=%s key=%r bytes=%s error=%s",
+                item.topic,
+                item.key,
+                len(item.value),
+                error,
+            )
+        elif self._replace_refused is None:
+            self._failed(item.topic, item.key, error)
+        else:
+            self._refused.append((item, error))
+
+    def _replace(self) -> bool:
+        """Write the replacement of each record refused since; whether any."""
+        refused, self._refused = self._refused, []
+        for item, error in refused:
+            assert self._replace_refused is not None
+            _LOG.error(
+                "kafka refused a record for good, a dead letter takes its "
+                "place: topic=%s key=%r bytes=%s error=%s",
+                item.topic,
+                item.key,
+                len(item.value),
+                error,
+            )
+            telemetry.output_refused(item.topic)
+            self._produce(self._replace_refused(item, error.str()), replacement=True)
+        return bool(refused)
 
     def _on_client_error(self, error: KafkaError) -> None:
         _LOG.warning("kafka sink error error=%s", error)
+
+
+def _out_message(message: Message) -> OutMessage:
+    """The record a delivery report is about, as it was given to the sink."""
+    return OutMessage(
+        message.topic() or "",
+        message.key(),
+        message.value() or b"",
+        _headers_of(message),
+    )
 
 
 def ensure_topics(

@@ -20,7 +20,7 @@ from foreshock.records import (
     Record,
 )
 
-__all__ = ["Topics", "encoder", "to_message"]
+__all__ = ["Topics", "encoder", "refusal_encoder", "to_message"]
 
 
 def encoder(topics: Topics, output: OutputSettings) -> Callable[[Record], OutMessage]:
@@ -48,6 +48,44 @@ class _CloudEvents:
     def __call__(self, record: Record) -> OutMessage:
         topic, key = _route(record, self.topics)
         return to_cloudevent_message(record, topic, key, self.options)
+
+
+def refusal_encoder(
+    topics: Topics, output: OutputSettings, max_value_bytes: int | None
+) -> Callable[[OutMessage, str], OutMessage]:
+    """What takes the place of an output message Kafka refused for good.
+
+    Its dead letter, in the configured format: the topic the message was
+    for (partition and offset -1, as it was never written), Kafka's answer,
+    and the first `max_value_bytes` of the message with the whole one's size
+    and SHA-256.
+    """
+    return _Refusals(encoder(topics, output), max_value_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class _Refusals:
+    encode: Callable[[Record], OutMessage]
+    max_value_bytes: int | None
+
+    def __call__(self, message: OutMessage, error: str) -> OutMessage:
+        detail = (
+            f"Kafka refused this output record of {len(message.value)} bytes "
+            f"for topic {message.topic!r}: {error}; if such records are "
+            "expected, raise message.max.bytes in kafka.client and the "
+            "topic's max.message.bytes"
+        )
+        letter = DeadLetter.of(
+            reason="output_refused",
+            detail=detail,
+            topic=message.topic,
+            partition=-1,
+            offset=-1,
+            key=message.key,
+            value=message.value,
+            max_value_bytes=self.max_value_bytes,
+        )
+        return self.encode(letter)
 
 
 def to_message(record: Record, topics: Topics) -> OutMessage:

@@ -27,6 +27,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from foreshock.config import redacted_url
 from foreshock.records import Candidate, DataGap, EarlyWarning, Evidence, Incident
 
 __all__ = [
@@ -73,9 +74,11 @@ class WebhookConfig:
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
+            # The whole url is the webhook's secret: only its scheme is said.
+            scheme, separator, _ = self.url.partition("://")
+            got = f"scheme {scheme!r}" if separator else "no scheme"
             raise ValueError(
-                "webhook url must start with http:// or https://, got "
-                f"{_where(self.url)!r}"
+                f"webhook url must start with http:// or https://, got {got}"
             )
         if self.attempts < 1:
             raise ValueError(f"attempts must be at least 1, got {self.attempts!r}")
@@ -84,7 +87,8 @@ class WebhookConfig:
                 self.link.format(id="x")
             except (KeyError, IndexError, ValueError) as error:
                 raise ValueError(
-                    f"webhook link {self.link!r} may use only {{id}}: {error!r}"
+                    f"webhook link {redacted_url(self.link)!r} may use only "
+                    f"{{id}}: {error!r}"
                 ) from None
 
 

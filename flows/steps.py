@@ -11,7 +11,7 @@ import logging
 import pickle
 import time
 from bisect import bisect_right
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,9 +28,9 @@ from foreshock.decode import (
     InputLimits,
     Rejection,
     SampleDecoder,
+    dead_letter_of,
     decode_native,
     oversized,
-    to_dead_letter,
 )
 from foreshock.feedback import Feedback
 from foreshock.kpis import Kpi
@@ -80,6 +80,12 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
     time in microseconds since the epoch: it marks backfill windows and
     measures how long the shard has been idle (see `WindowPolicy`); the
     engine calls `on_notify` once the idle timeout closes a window.
+
+    Hostile input cannot multiply: a message gives at most
+    `limits.max_event_letters` letters of refused events, the rest sharing
+    one letter of the message ("too_many_refused"), and refused, late and
+    quarantined input is logged a few lines per batch (see `_BatchLog`);
+    metrics count every letter and late event.
     """
 
     # Set by the flow: whether snapshots are kept (recovery is on).
@@ -102,6 +108,7 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
         self.quarantined = 0
         self.excluded: Counter[str] = Counter()
         self._skew = _SkewBounds.of(self.limits)
+        self._log = _BatchLog()
         policy = store.policy
         self._tracks_receipt = (
             policy.backfill_after_s is not None and policy.backfill_clock == "receive"
@@ -126,6 +133,7 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
         else:
             self._decoded(value, decoder, out)
         out.extend(self._closed(store.close_ready()))
+        self._log.end()
         telemetry.window_batch(value, out, self.tombstones - tombstones)
         self.shard = value.shard
         # A partition with nothing to read holds nothing back.
@@ -175,7 +183,7 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
             return None
         too_large = oversized(data, self.limits)
         if too_large is not None:
-            out.append(to_dead_letter(message, too_large))
+            out.append(self._letter(message, too_large))
             return None
         self._received(message)
         return data
@@ -197,13 +205,10 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
             if data is None:
                 continue
             if decoder is None:
-                out.append(to_dead_letter(message, _unknown_format(batch.format)))
+                out.append(self._letter(message, _unknown_format(batch.format)))
                 continue
             events, rejections = decoder(data)
-            for rejection in rejections:
-                letter = self._reject(rejection, message)
-                if letter is not None:
-                    out.append(letter)
+            out.extend(self._letters(rejections, message))
             self._add_events(events, message, out)
 
     def _add_events(
@@ -218,12 +223,14 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
             taken = self.store.add(event)
             if isinstance(taken, Late):
                 out.append(
-                    _late(taken.event, taken.window_start, taken.watermark, message)
+                    self._late(
+                        taken.event, taken.window_start, taken.watermark, message
+                    )
                 )
             elif isinstance(taken, Refused):
                 capped.append(taken.detail)
         if capped:
-            out.append(_capped(message, capped))
+            out.append(self._capped(message, capped))
 
     def _scanned(
         self,
@@ -243,17 +250,16 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
             if data is None:
                 continue
             samples, rejections = decoder.scan(data)
-            for rejection in rejections:
-                letter = self._reject(rejection, message)
-                if letter is not None:
-                    out.append(letter)
+            out.extend(self._letters(rejections, message))
             samples = self._unskewed(samples, message, out)
             for position, index, watermark_us in self.store.add_samples(samples):
                 watermark = EPOCH + timedelta(microseconds=watermark_us)
                 start = spec.start(index)
-                out.append(_late_sample(samples[position], start, watermark, message))
+                late = self._late_sample(samples[position], start, watermark, message)
+                out.append(late)
             if self.store.refused:
-                out.append(_capped(message, [d for _, _, d in self.store.refused]))
+                refused = [d for _, _, d in self.store.refused]
+                out.append(self._capped(message, refused))
 
     def _unskewed(
         self, samples: list[Sample], message: RawMessage, out: list[WindowItem]
@@ -290,7 +296,9 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
         t_us, _, service, _, _ = sample
         event_time = EPOCH + timedelta(microseconds=t_us)
         spec = self.store.spec
-        log.warning(
+        self._log.line(
+            logging.WARNING,
+            "clock_skew",
             "clock skew service=%s event_time=%s received=%s skew_s=%.0f "
             "topic=%s partition=%s offset=%s",
             service,
@@ -310,23 +318,83 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
             received_at=received,
         )
 
+    def _late(
+        self,
+        event: Event,
+        window_start: datetime,
+        watermark: datetime,
+        message: RawMessage,
+    ) -> LateEvent:
+        sample = sample_of(event)
+        return self._late_sample(
+            sample, window_start, watermark, message, event.event_id
+        )
+
+    def _late_sample(
+        self,
+        sample: Sample,
+        window_start: datetime,
+        watermark: datetime,
+        message: RawMessage,
+        event_id: str | None = None,
+    ) -> LateEvent:
+        """The record of an event that came after its window closed; logged."""
+        self._log.line(
+            logging.WARNING,
+            "late",
+            "late event service=%s window=%s watermark=%s "
+            "topic=%s partition=%s offset=%s",
+            sample[2],
+            window_start,
+            watermark,
+            message.topic,
+            message.partition,
+            message.offset,
+        )
+        return _late_record(sample, window_start, watermark, message, event_id)
+
     def _closed(self, records: list[KpiRecord]) -> list[KpiRecord]:
         if self.on_window_closed is not None and records:
             for start in sorted({r.window_start for r in records}):
                 self.on_window_closed(start)
         return records
 
-    def _reject(self, rejection: Rejection, message: RawMessage) -> DeadLetter | None:
-        """The dead letter of a message refused whole; else log and count."""
-        if rejection.scope in ("message", "event"):
-            return to_dead_letter(message, rejection)
+    def _letters(
+        self, rejections: list[Rejection], message: RawMessage
+    ) -> list[DeadLetter]:
+        """The dead letters of a message's rejections; the others are counted.
+
+        Past `limits.max_event_letters` refused events, the rest of them
+        share one letter of the whole message, whose detail counts them.
+        """
+        letters: list[DeadLetter] = []
+        cap = self.limits.max_event_letters
+        events = 0
+        unlettered: Counter[str] = Counter()
+        for rejection in rejections:
+            if rejection.scope == "event":
+                events += 1
+                if events > cap:
+                    unlettered[rejection.reason] += 1
+                    continue
+            if rejection.scope in ("message", "event"):
+                letters.append(self._letter(message, rejection))
+            else:
+                self._noted(rejection, message)
+        if unlettered:
+            letters.append(self._letter(message, _too_many(events, cap, unlettered)))
+        return letters
+
+    def _noted(self, rejection: Rejection, message: RawMessage) -> None:
+        """Log and count a refusal that makes no dead letter."""
         # Exclusions are expected traffic (bots), not data at risk.
         level = logging.WARNING
         if rejection.scope == "excluded":
             self.excluded[rejection.reason] += 1
             level = logging.DEBUG
-        log.log(
+        self._log.line(
             level,
+            rejection.reason,
             "%s rejected reason=%s field=%s topic=%s partition=%s offset=%s",
             rejection.scope,
             rejection.reason,
@@ -335,7 +403,28 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
             message.partition,
             message.offset,
         )
-        return None
+
+    def _letter(self, message: RawMessage, rejection: Rejection) -> DeadLetter:
+        """The dead letter of one refusal, logged within the batch's lines."""
+        # The store warned once for each capped service.
+        capped = rejection.reason == SERIES_CAP
+        self._log.line(
+            logging.DEBUG if capped else logging.WARNING,
+            rejection.reason,
+            "dead letter reason=%s topic=%s partition=%s offset=%s",
+            rejection.reason,
+            message.topic,
+            message.partition,
+            message.offset,
+        )
+        return dead_letter_of(message, rejection, self.limits.dead_letter_bytes)
+
+    def _capped(self, message: RawMessage, details: list[str]) -> DeadLetter:
+        """The dead letter of a message whose events a series cap refused."""
+        detail = details[0]
+        if len(details) > 1:
+            detail = f"{len(details)} events refused; the first: {detail}"
+        return self._letter(message, Rejection(SERIES_CAP, detail))
 
     def on_eof(self) -> tuple[Iterable[WindowItem], bool]:
         # Stopped by a signal, the input has not ended: open windows are
@@ -391,6 +480,43 @@ class _SkewBounds:
 # Further than any event time can be from a receive time.
 _UNCHECKED = 1 << 80
 _TIME = itemgetter(0)
+# Lines about refused or late input logged one by one per batch, at each level.
+_LINES_PER_BATCH = 5
+
+
+class _BatchLog:
+    """Lines about refused and late input, a bounded number per batch and level.
+
+    The first `_LINES_PER_BATCH` lines of a level are logged as they come,
+    with where the input was; the rest are counted by reason and summed up
+    in one line of that level when the batch ends. One hostile message can
+    refuse a hundred thousand events; the log gets a handful of lines for
+    it, while the metrics still count every dead letter.
+    """
+
+    def __init__(self) -> None:
+        self._lines: Counter[int] = Counter()
+        self._unlogged: defaultdict[int, Counter[str]] = defaultdict(Counter)
+
+    def line(self, level: int, reason: str, message: str, *args: object) -> None:
+        if self._lines[level] < _LINES_PER_BATCH:
+            self._lines[level] += 1
+            log.log(level, message, *args)
+        else:
+            self._unlogged[level][reason] += 1
+
+    def end(self) -> None:
+        """Sum up what the batch did not log line by line, and start afresh."""
+        for level, reasons in sorted(self._unlogged.items()):
+            log.log(
+                level,
+                "more input refused or late in this batch, not logged one by "
+                "one count=%s reasons=%s",
+                sum(reasons.values()),
+                dict(sorted(reasons.items())),
+            )
+        self._lines.clear()
+        self._unlogged.clear()
 
 
 class _NativeBatch:
@@ -511,15 +637,13 @@ class _NativeBatch:
     def _refuse(self, message: RawMessage, data: bytes, position: int) -> None:
         rejection = oversized(data, self._logic.limits)
         assert rejection is not None
-        self._letters.append((position, 0, to_dead_letter(message, rejection)))
+        self._letters.append((position, 0, self._logic._letter(message, rejection)))
 
     def _slowly(self, message: RawMessage, data: bytes) -> list[Sample]:
         # The model decides, so that a dead letter keeps its exact reason.
         events, rejections = decode_native(data)
-        for rejection in rejections:
-            letter = self._logic._reject(rejection, message)
-            if letter is not None:
-                self._letters.append((self._next, 0, letter))
+        for letter in self._logic._letters(rejections, message):
+            self._letters.append((self._next, 0, letter))
         kept: list[Event] = []
         samples: list[Sample] = []
         for event in events:
@@ -567,11 +691,11 @@ class _NativeBatch:
         for position, index, watermark_us in late:
             message, event = self._event(position)
             watermark = EPOCH + timedelta(microseconds=watermark_us)
-            late_event = _late(event, spec.start(index), watermark, message)
+            late_event = self._logic._late(event, spec.start(index), watermark, message)
             items.append((position, 1, late_event))
         for position, _, detail in store.refused:
             message = self._origins[self._origin_of(position)[0]]
-            items.append((position, 1, _capped(message, [detail])))
+            items.append((position, 1, self._logic._capped(message, [detail])))
         items.sort(key=lambda item: item[:2])
         return [item for _, _, item in items]
 
@@ -590,13 +714,16 @@ def _event_of(message: RawMessage, element: int) -> Event:
     return EVENT_ADAPTER.validate_json(data)
 
 
-def _capped(message: RawMessage, details: list[str]) -> DeadLetter:
-    """The dead letter of a message whose events a series cap refused."""
-    detail = details[0]
-    if len(details) > 1:
-        detail = f"{len(details)} events refused; the first: {detail}"
-    # The store warned once for the service; each letter is only counted.
-    return to_dead_letter(message, Rejection(SERIES_CAP, detail), warn=False)
+def _too_many(refused: int, lettered: int, unlettered: Counter[str]) -> Rejection:
+    """The refusal of a message's events beyond those with letters of their own."""
+    reasons = ", ".join(f"{r}={n}" for r, n in sorted(unlettered.items()))
+    return Rejection(
+        "too_many_refused",
+        f"{refused} events of the message were refused: the first {lettered} "
+        f"have dead letters of their own, the other {refused - lettered} "
+        f"({reasons}) only this letter of the whole message; fix the "
+        "producer, then send the message again",
+    )
 
 
 def _unknown_format(name: str) -> Rejection:
@@ -605,33 +732,6 @@ def _unknown_format(name: str) -> Rejection:
         f"no decoder for format {name!r} in this flow; name the topic's format "
         "in kafka.formats",
     )
-
-
-def _late(
-    event: Event, window_start: datetime, watermark: datetime, message: RawMessage
-) -> LateEvent:
-    sample = sample_of(event)
-    return _late_sample(sample, window_start, watermark, message, event.event_id)
-
-
-def _late_sample(
-    sample: Sample,
-    window_start: datetime,
-    watermark: datetime,
-    message: RawMessage,
-    event_id: str | None = None,
-) -> LateEvent:
-    """The record of an event that came after its window closed; logged."""
-    log.warning(
-        "late event service=%s window=%s watermark=%s topic=%s partition=%s offset=%s",
-        sample[2],
-        window_start,
-        watermark,
-        message.topic,
-        message.partition,
-        message.offset,
-    )
-    return _late_record(sample, window_start, watermark, message, event_id)
 
 
 def _late_record(

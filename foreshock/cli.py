@@ -7,11 +7,12 @@ import json
 import logging
 import os
 import sys
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from pydantic import ValidationError
 
 from foreshock.errors import UserError
@@ -49,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # broker) get one line; `-v` shows the whole traceback.
         if args.verbose:
             raise
-        print(f"foreshock: {_said(error)}", file=sys.stderr)
+        print(f"foreshock: {_said(error, args)}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # The reader went away (`| head`): what is left goes nowhere, so
@@ -83,17 +84,80 @@ def _interrupted(error: BaseException) -> bool:
     return False
 
 
-def _said(error: BaseException) -> str:
+def _said(error: BaseException, args: argparse.Namespace) -> str:
+    """The one line that tells the person what went wrong and what to check."""
     if isinstance(error, ValidationError):
+        return _invalid(error)
+    if isinstance(error, tomllib.TOMLDecodeError):
+        # tomllib names the line and column but not the file.
+        config = getattr(args, "config", None) or "the configuration"
+        return f"{config} is not valid TOML: {error}"
+    if isinstance(error, FileNotFoundError) and error.filename:
+        return f"no such file: {error.filename}"
+    if isinstance(error, KafkaException):
+        return _kafka_said(error, args)
+    return str(error)
+
+
+def _invalid(error: ValidationError) -> str:
+    if error.title == "Settings":
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()
         )
         return f"invalid settings: {problems}"
-    if isinstance(error, FileNotFoundError) and error.filename:
-        return f"no such file: {error.filename}"
-    if isinstance(error, KafkaException):
-        return f"Kafka: {error.args[0].str() if error.args else error}"
-    return str(error)
+    # A record built from the command's options (a silence, a verdict):
+    # its validators speak to the person, so their words are kept as said.
+    said = []
+    for e in error.errors():
+        words = e["msg"].removeprefix("Value error, ")
+        where = ".".join(map(str, e["loc"]))
+        said.append(f"{where}: {words}" if where else words)
+    return "; ".join(said)
+
+
+# librdkafka's answers when it could not talk to any broker: none is up at
+# the address, or the client's security settings are not the listener's.
+_UNREACHABLE = frozenset(
+    {
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._TIMED_OUT,
+        KafkaError._MSG_TIMED_OUT,
+        KafkaError._RESOLVE,
+        KafkaError._AUTHENTICATION,
+        KafkaError._SSL,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+    }
+)
+
+
+def _kafka_said(error: KafkaException, args: argparse.Namespace) -> str:
+    """Kafka's own words, and for an unreachable broker where it was sought.
+
+    The address is the one the command used: its settings, which loaded
+    without error before Kafka was asked, read again. Only the address is
+    said; the client's settings may hold passwords.
+    """
+    reason = error.args[0] if error.args else None
+    if not isinstance(reason, KafkaError):
+        return f"Kafka: {error}"
+    said = f"Kafka: {reason.str()}"
+    if reason.code() not in _UNREACHABLE or not hasattr(args, "config"):
+        return said
+
+    from foreshock.config import load_settings
+
+    bootstrap = load_settings(args.config).kafka.bootstrap_servers
+    origin = (
+        "KAFKA_BOOTSTRAP_SERVERS"
+        if os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        else "kafka.bootstrap_servers"
+    )
+    return (
+        f"{said} (bootstrap servers {bootstrap!r}, from {origin}); check that "
+        "the broker is up at that address, and that kafka.client's "
+        "security.protocol and sasl.* settings match the broker's listener"
+    )
 
 
 _USER_ERRORS = (
@@ -177,14 +241,28 @@ def _parser() -> argparse.ArgumentParser:
         parents=[_VERBOSE],
         help="publish a dataset to Kafka in event-time order",
     )
-    replay.add_argument("--dataset", choices=["nezha"], default="nezha")
-    replay.add_argument("--data", type=Path, required=True)
-    replay.add_argument("--day", default=None)
+    replay.add_argument(
+        "--dataset",
+        choices=["nezha"],
+        default="nezha",
+        help="the dataset's format (default: nezha)",
+    )
+    replay.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="the dataset's folder (for Nezha, the one holding rca_data/)",
+    )
+    replay.add_argument(
+        "--day", default=None, help="only this day, e.g. 2022-08-23 (default: all)"
+    )
     replay.add_argument("--topic", default=None, help="default: the first input topic")
     replay.add_argument(
         "--speedup", type=float, default=0.0, help="0: as fast as possible"
     )
-    replay.add_argument("--config", type=Path, default=None)
+    replay.add_argument(
+        "--config", type=Path, default=None, help="a TOML file (broker, topics)"
+    )
     replay.set_defaults(run=_replay)
 
     decode = commands.add_parser(
@@ -226,14 +304,25 @@ def _parser() -> argparse.ArgumentParser:
         help="show the call graph in use: layers, calls, what users depend on",
     )
     topology.add_argument("--config", type=Path, default=None, help="a TOML file")
-    topology.add_argument("--dataset", choices=["nezha", "petshop"], default=None)
+    topology.add_argument(
+        "--dataset",
+        choices=["nezha", "petshop"],
+        default=None,
+        help="show this dataset's call graph instead (needs --data)",
+    )
     topology.add_argument("--data", type=Path, default=None, help="dataset folder")
     only = topology.add_mutually_exclusive_group()
     only.add_argument("--day", dest="subset", help="Nezha: the day (default: first)")
     only.add_argument(
         "--scenario", dest="subset", help="PetShop: the scenario (default: first)"
     )
-    topology.add_argument("--format", choices=["text", "json", "dot"], default="text")
+    topology.add_argument(
+        "--format",
+        choices=["text", "json", "dot"],
+        default="text",
+        help="text for people, json for tools (a topology file), dot for "
+        "Graphviz (default: text)",
+    )
     topology.set_defaults(run=_topology)
 
     _add_oncall(commands)
@@ -318,11 +407,17 @@ def _add_oncall(commands: Any) -> None:
         help="say what an anomaly, incident or early warning was",
     )
     target = feedback.add_mutually_exclusive_group(required=True)
-    target.add_argument("--incident", metavar="ID")
-    target.add_argument("--anomaly", metavar="ID")
-    target.add_argument("--early-warning", metavar="ID")
+    target.add_argument("--incident", metavar="ID", help="judge this incident")
+    target.add_argument("--anomaly", metavar="ID", help="judge this anomaly")
+    target.add_argument(
+        "--early-warning", metavar="ID", help="judge this early warning"
+    )
     feedback.add_argument(
-        "--verdict", required=True, choices=["not_anomaly", "expected", "confirmed"]
+        "--verdict",
+        required=True,
+        choices=["not_anomaly", "expected", "confirmed"],
+        help="not_anomaly: the detector was wrong; expected: right, but nothing "
+        "to act on; confirmed: a real problem",
     )
     feedback.add_argument(
         "--for",
@@ -331,7 +426,7 @@ def _add_oncall(commands: Any) -> None:
         help="how long not_anomaly or expected holds (default 24h)",
     )
     _scope_arguments(feedback, required=False)
-    feedback.add_argument("--comment", default="")
+    feedback.add_argument("--comment", default="", help="why, for the record")
     feedback.set_defaults(run=_feedback)
 
     silence = commands.add_parser(
@@ -344,14 +439,20 @@ def _add_oncall(commands: Any) -> None:
         "--until", required=True, help="an ISO time, or a duration from now (2h)"
     )
     silence.add_argument("--from", dest="start", default=None, help="default: now")
-    silence.add_argument("--reason", required=True)
+    silence.add_argument(
+        "--reason", required=True, help="why, shown with what it suppresses"
+    )
     silence.set_defaults(run=_silence)
 
 
 def _scope_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument("--service", required=required, help="the scope's service")
-    parser.add_argument("--layer", choices=[layer.value for layer in Layer])
-    parser.add_argument("--kpi", default=None)
+    parser.add_argument(
+        "--layer",
+        choices=[layer.value for layer in Layer],
+        help="only the service's series of this layer",
+    )
+    parser.add_argument("--kpi", default=None, help="only this KPI of the service")
     parser.add_argument("--author", default=None, help="default: the login name")
     parser.add_argument("--config", type=Path, default=None, help="a TOML file")
 

@@ -15,7 +15,6 @@ import tomllib
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
@@ -64,6 +63,11 @@ class KafkaSettings(_Section):
     # A record value larger than this is a dead letter ("too_large") before
     # any decoder reads it; 0 leaves only the broker's own bound.
     max_message_bytes: int = Field(default=4_194_304, ge=0)
+    # How much of a refused record's value its dead letter carries, so that
+    # the letter fits in a Kafka message whatever it refuses; beyond it the
+    # letter keeps the first bytes and the whole's size and SHA-256. 0 keeps
+    # the value whole.
+    dead_letter_bytes: int = Field(default=262_144, ge=0)
 
     @model_validator(mode="after")
     def _known_formats(self) -> KafkaSettings:
@@ -205,14 +209,14 @@ class CorrelationSettings(_Section):
     cooldown_s: float = Field(default=1800.0, ge=0)
     confirm_windows: int = Field(default=1, ge=1)
     warn_confirm_windows: int = Field(default=2, ge=1)
-    episode_gap_s: float = Field(default=180.0, gt=0)
-    page_while_warming_up: bool = True
-    silence_windows: int = Field(default=2, ge=1)
-    change_grace_s: float = Field(default=300.0, ge=0)
     warn_witnesses: int = Field(default=2, ge=0)
     warn_noisy_blips: int = Field(default=3, ge=0)
     warn_noisy_lookback_s: float = Field(default=10_800.0, gt=0)
     warn_min_utilisation_change: float = Field(default=0.05, ge=0)
+    episode_gap_s: float = Field(default=180.0, gt=0)
+    page_while_warming_up: bool = True
+    silence_windows: int = Field(default=2, ge=1)
+    change_grace_s: float = Field(default=300.0, ge=0)
     change_lookback_s: float = Field(default=1800.0, ge=0)
     change_regression_ratio: float = Field(default=1.5, gt=1)
     infer_calls: bool = False
@@ -451,11 +455,20 @@ def _anchor_paths(data: dict[str, object], folder: Path) -> None:
 
 
 def redacted_url(url: str | None) -> str | None:
-    """`url` fit for a log: a password in it (`user:password@host`) masked."""
+    """`url` fit for a log or an error: its user info (`user:password@`) masked.
+
+    The whole user info goes, not only a password: a token is often given
+    as the user name alone. The URL is not parsed as one, since a mistyped
+    URL (`admin:secret@host`, with no scheme) is just what an error quotes,
+    and a URL parser would read `admin` as its scheme and keep the password.
+    """
     if url is None:
         return None
-    parts = urlsplit(url)
-    if parts.password is None:
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        scheme, rest = "", url
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if "@" not in authority:
         return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    host = authority.rpartition("@")[2]
+    return f"{scheme}{separator}***@{host}{rest[len(authority) :]}"

@@ -21,7 +21,11 @@ A rejection says what was refused, and how much:
 Hostile input stays bounded: a message larger than `InputLimits` allows is a
 dead letter ("too_large") before any parser sees it, and a native document
 nested deeper than `MAX_JSON_DEPTH` is one ("too_deep") instead of
-exhausting the parser's recursion.
+exhausting the parser's recursion. A dead letter carries at most
+`InputLimits.dead_letter_bytes` of its message, so that it fits in a Kafka
+message whatever it refuses, and a message gives at most
+`InputLimits.max_event_letters` letters of scope "event": the window step
+puts the rest of its refused events in one letter of the whole message.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ __all__ = [
     "Scanned",
     "Tombstone",
     "UnknownFormatError",
+    "dead_letter_of",
     "decode",
     "decode_native",
     "decoder_for",
@@ -130,17 +135,23 @@ class InputLimits:
       of (behind) the broker's receive time of its message is quarantined
       for clock skew instead of moving the watermark. None: not checked.
       Only messages that carry a receive time are checked.
+    - `dead_letter_bytes`: how much of a refused message its dead letter
+      carries (see `DeadLetter`). None: all of it.
+    - `max_event_letters`: how many refused events of one message get a
+      dead letter each; the others share one letter of the whole message.
     """
 
     max_message_bytes: int | None = 1_048_576
     max_ahead_s: float | None = None
     max_behind_s: float | None = None
+    dead_letter_bytes: int | None = DeadLetter.VALUE_BYTES
+    max_event_letters: int = 100
 
     def __post_init__(self) -> None:
-        if self.max_message_bytes is not None and self.max_message_bytes < 1:
-            raise ValueError(
-                f"max_message_bytes must be at least 1, got {self.max_message_bytes!r}"
-            )
+        for name in ("max_message_bytes", "dead_letter_bytes", "max_event_letters"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value!r}")
         for name in ("max_ahead_s", "max_behind_s"):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -279,32 +290,42 @@ def decode(message: RawMessage) -> Event | DeadLetter | Tombstone:
     return to_dead_letter(message, rejections[0])
 
 
-def to_dead_letter(
-    message: RawMessage, rejection: Rejection, *, warn: bool = True
-) -> DeadLetter:
-    """The dead letter for a message refused whole, with the original bytes.
+def to_dead_letter(message: RawMessage, rejection: Rejection) -> DeadLetter:
+    """The dead letter for a message refused whole, logged at WARNING.
 
-    `warn=False` logs it at DEBUG only, for refusals whose cause was already
-    warned about once (a cap reached), so that a flood stays out of the log.
+    It carries at most `DeadLetter.VALUE_BYTES` of the message.
     """
-    log.log(
-        logging.WARNING if warn else logging.DEBUG,
+    log.warning(
         "dead letter reason=%s topic=%s partition=%s offset=%s",
         rejection.reason,
         message.topic,
         message.partition,
         message.offset,
     )
-    value = message.value if rejection.data is None else rejection.data
-    return DeadLetter(
+    return dead_letter_of(message, rejection)
+
+
+def dead_letter_of(
+    message: RawMessage,
+    rejection: Rejection,
+    max_value_bytes: int | None = DeadLetter.VALUE_BYTES,
+) -> DeadLetter:
+    """The dead letter of a refusal, with (the first bytes of) what it refused.
+
+    That is the refused event's own JSON when the rejection has it, else the
+    message's value. Nothing is logged: a caller that makes letters by the
+    thousand logs them in bounded number.
+    """
+    return DeadLetter.of(
         reason=rejection.reason,
         detail=rejection.detail,
         topic=message.topic,
         partition=message.partition,
         offset=message.offset,
-        key=None if message.key is None else message.key.decode(errors="replace"),
-        value_b64=DeadLetter.encode(value),
+        key=message.key,
+        value=message.value if rejection.data is None else rejection.data,
         timestamp_ms=message.timestamp_ms,
+        max_value_bytes=max_value_bytes,
     )
 
 

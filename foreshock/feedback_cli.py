@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from connectors.kafka import ensure_topics, produce_all
 from connectors.messages import OutMessage
 from foreshock.config import Settings
+from foreshock.errors import UserError
 from foreshock.feedback import Feedback, Scope, TargetKind, Verdict, parse_duration
 from foreshock.incidents_cli import latest_by_id, parse_time, read_topic
 from foreshock.layers import Layer
@@ -43,7 +44,7 @@ class Target:
     detector: str | None = None
 
 
-class TargetNotFoundError(LookupError):
+class TargetNotFoundError(UserError, LookupError):
     """The anomaly, incident or early warning named is not on its topic."""
 
 
@@ -184,21 +185,17 @@ def feedback_command(
 ) -> int:
     """`foreshock feedback`: publish one verdict, print what it covers."""
     service, layer, kpi = scope
-    try:
-        given = _scope(service, layer, kpi) if service else None
-        feedback = say(
-            settings,
-            kind,
-            target_id,
-            verdict,
-            parse_duration(lasting),
-            given,
-            author,
-            comment,
-        )
-    except (ValueError, LookupError) as error:
-        print(error, file=sys.stderr)
-        return 1
+    given = _scope(service, layer, kpi) if service else None
+    feedback = say(
+        settings,
+        kind,
+        target_id,
+        verdict,
+        parse_duration(lasting),
+        given,
+        author,
+        comment,
+    )
     print(describe(feedback, settings.topics.feedback))
     _remind(settings)
     return 0
@@ -214,15 +211,9 @@ def silence_command(
 ) -> int:
     """`foreshock silence`: publish one silence, print what it covers."""
     now = datetime.now(UTC)
-    try:
-        end = parse_time(until, now, future=True)
-        begin = None if start is None else parse_time(start, now, future=True)
-        feedback = silence(
-            settings, _scope(*scope), end, reason, begin, author, now=now
-        )
-    except ValueError as error:
-        print(error, file=sys.stderr)
-        return 1
+    end = parse_time(until, now, future=True)
+    begin = None if start is None else parse_time(start, now, future=True)
+    feedback = silence(settings, _scope(*scope), end, reason, begin, author, now=now)
     print(describe(feedback, settings.topics.feedback))
     _remind(settings)
     return 0

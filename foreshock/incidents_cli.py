@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from connectors.kafka import consume_all
+from connectors.kafka import MissingTopicError, consume_all
 from connectors.messages import RawMessage
 from foreshock.config import Settings
 from foreshock.feedback import parse_duration
@@ -41,7 +41,10 @@ def read_topic(settings: Settings, topic: str, model: type[M]) -> list[M]:
     offset and left out.
     """
     k = settings.kafka
-    messages = consume_all(k.bootstrap_servers, topic, config=k.client)
+    try:
+        messages = consume_all(k.bootstrap_servers, topic, config=k.client)
+    except MissingTopicError as error:
+        raise MissingTopicError(_missing(settings, topic)) from error
     records = []
     for message in messages:
         try:
@@ -53,6 +56,23 @@ def read_topic(settings: Settings, topic: str, model: type[M]) -> list[M]:
                 file=sys.stderr,
             )
     return records
+
+
+def _missing(settings: Settings, topic: str) -> str:
+    """What to check when a topic to read is not there.
+
+    `foreshock run` creates its output topics when it starts, so a missing
+    one is most often a setting that names another topic, or another broker,
+    than the run writes to.
+    """
+    named_by = [f"topics.{field}" for field, name in settings.topics if name == topic]
+    setting = " or ".join(named_by) or "its setting"
+    return (
+        f"Kafka topic {topic!r} ({setting}) does not exist on "
+        f"{settings.kafka.bootstrap_servers!r}; check {setting} and "
+        "kafka.bootstrap_servers against those of `foreshock run`, or start "
+        "`foreshock run`, which creates it"
+    )
 
 
 def _document(message: RawMessage) -> object:
@@ -147,11 +167,7 @@ def parse_time(text: str, now: datetime, future: bool = False) -> datetime:
 
 def show(settings: Settings, since: str, only_open: bool) -> int:
     """Print the listing for `foreshock incidents`."""
-    try:
-        moment = parse_time(since, datetime.now(UTC))
-    except ValueError as error:
-        print(error, file=sys.stderr)
-        return 2
+    moment = parse_time(since, datetime.now(UTC))
     incidents = read_topic(settings, settings.topics.incidents, Incident)
     print(
         list_incidents(incidents, moment, only_open, settings.reports.base_url),

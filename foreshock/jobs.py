@@ -17,16 +17,17 @@ from connectors.alertmanager import AlertmanagerConfig, AlertmanagerSink
 from connectors.fanout import FanOutSink
 from connectors.kafka import KafkaSink, KafkaSource, ensure_topics
 from connectors.reports import ReportDirectorySink
-from connectors.routing import encoder
+from connectors.routing import encoder, refusal_encoder
 from connectors.webhook import WebhookSink
 from flows.pipeline import FlowConfig, build_flow, tune_garbage_collector
 from flows.reports import ReportOutput
 from foreshock import shutdown, telemetry
-from foreshock.config import Settings, load_settings, redacted_url
+from foreshock.config import MetricsSettings, Settings, load_settings, redacted_url
 from foreshock.correlation import CorrelationConfig, Output
 from foreshock.decode import CHANGE_FORMAT, Decoder, decoder_for
+from foreshock.errors import UserError
 from foreshock.recovery import open_store
-from foreshock.telemetry import serve_metrics
+from foreshock.telemetry import MetricsServer, serve_metrics
 from foreshock.topology import Topology
 
 __all__ = [
@@ -55,7 +56,10 @@ def flow_config(settings: Settings, topology: Topology | None = None) -> FlowCon
         window=w.spec(),
         forget_after_windows=w.forget_after_windows,
         window_policy=w.policy(),
-        input_limits=w.input_limits(settings.kafka.max_message_bytes),
+        input_limits=replace(
+            w.input_limits(settings.kafka.max_message_bytes),
+            dead_letter_bytes=settings.kafka.dead_letter_bytes or None,
+        ),
         detector=settings.detection.detector,
         threshold=settings.detection.threshold,
         topology=topology,
@@ -84,8 +88,15 @@ def kafka_flow(settings: Settings, *, until_end: bool = False) -> Dataflow:
         formats=k.formats,
         process=_process_of(settings),
     )
-    # With recovery, nothing may be snapshotted before Kafka has it.
-    sink = KafkaSink(client, wait_for_delivery=settings.recovery.dir is not None)
+    # With recovery, nothing may be snapshotted before Kafka has it. A record
+    # Kafka refuses for good is replaced by its dead letter.
+    sink = KafkaSink(
+        client,
+        wait_for_delivery=settings.recovery.dir is not None,
+        replace_refused=refusal_encoder(
+            settings.topics, settings.output, k.dead_letter_bytes or None
+        ),
+    )
     encode = encoder(settings.topics, settings.output)
     # Every process lists the same partitions: the correlator waits for
     # each windowed one, whichever process reads it and whenever it starts.
@@ -184,8 +195,7 @@ def run_kafka_job(config: Path | None, *, until_end: bool = False) -> int:
         create=settings.kafka.create_topics,
     )
     recovery = open_store(settings.recovery, settings.cluster)
-    m = settings.metrics
-    metrics = serve_metrics(m.port, m.address) if m.enabled else None
+    metrics = _serve_metrics(settings.metrics) if settings.metrics.enabled else None
     read_before = telemetry.records_read()
     try:
         flow = kafka_flow(settings, until_end=until_end)
@@ -204,6 +214,18 @@ def run_kafka_job(config: Path | None, *, until_end: bool = False) -> int:
             print(_nothing_read(settings), file=sys.stderr)
     log.info("stopped")
     return 0
+
+
+def _serve_metrics(settings: MetricsSettings) -> MetricsServer:
+    """The metrics endpoint, or one line on what to change if it cannot open."""
+    try:
+        return serve_metrics(settings.port, settings.address)
+    except OSError as error:
+        raise UserError(
+            f"cannot serve metrics on {settings.address}:{settings.port} "
+            f"({error.strerror or error}); set metrics.port to a free port "
+            "(0 picks one) or metrics.enabled = false"
+        ) from error
 
 
 def _nothing_read(settings: Settings) -> str:

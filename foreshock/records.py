@@ -3,8 +3,9 @@
 Every record is a frozen pydantic model with a `schema_version`, so that
 consumers can tell versions apart; their JSON Schemas are exported to
 `schemas/` beside the event schema. Marks added since version 1 (`backfill`,
-`closed_by`, `restated`, a late event's `reason`) are written only when they
-differ from their default, so that a record without them reads as before.
+`closed_by`, `restated`, a late event's `reason`, a cut dead letter's size
+and hash) are written only when they differ from their default, so that a
+record without them reads as before.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from datetime import datetime
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -152,8 +153,17 @@ class Anomaly(_Record):
 class DeadLetter(_Record):
     """An input record that could not be used, with why and where it came from.
 
-    `value_b64` holds the original bytes exactly (base64), so the record can be
-    repaired and replayed.
+    `value_b64` holds the original bytes (base64), so the record can be
+    repaired and replayed. A letter must itself fit in a Kafka message, so it
+    carries at most a bounded number of the original bytes: beyond that,
+    `value_b64` is the original's first bytes, `truncated` is set, and
+    `value_bytes` and `value_sha256` (hex) describe the whole original, which
+    stays at `topic`, `partition` and `offset` for as long as the topic keeps
+    it. A key longer than 1 KiB keeps its first bytes too, and is marked
+    `truncated`. Reason "too_many_refused" stands for the events of one
+    message beyond those given letters of their own; "output_refused" for
+    an output record Kafka refused for good, never written anywhere, so its
+    partition and offset are -1 and `topic` is where it was going.
     """
 
     reason: str
@@ -164,10 +174,63 @@ class DeadLetter(_Record):
     key: str | None
     value_b64: str | None
     timestamp_ms: int | None = None
+    truncated: bool = Field(default=False, exclude_if=lambda v: not v)
+    value_bytes: int | None = Field(default=None, exclude_if=lambda v: v is None)
+    value_sha256: str | None = Field(default=None, exclude_if=lambda v: v is None)
+
+    # Of the original value, at most this much by default: with base64's
+    # third more and the letter's other fields, a letter stays far below
+    # the 1 MB that Kafka's producers and brokers accept by default.
+    VALUE_BYTES: ClassVar[int] = 262_144
+    # Keys name things (a service, a session): longer ones are hostile.
+    KEY_BYTES: ClassVar[int] = 1024
 
     @staticmethod
     def encode(value: bytes | None) -> str | None:
         return None if value is None else base64.b64encode(value).decode()
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        reason: str,
+        detail: str,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        timestamp_ms: int | None = None,
+        max_value_bytes: int | None = VALUE_BYTES,
+    ) -> DeadLetter:
+        """The letter of a record, with at most `max_value_bytes` of its value.
+
+        None keeps the value whole, however large.
+        """
+        kept, size, digest = _cut(value, max_value_bytes)
+        long_key = key is not None and len(key) > cls.KEY_BYTES
+        return cls(
+            reason=reason,
+            detail=detail,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=None if key is None else key[: cls.KEY_BYTES].decode(errors="replace"),
+            value_b64=cls.encode(kept),
+            timestamp_ms=timestamp_ms,
+            truncated=size is not None or long_key,
+            value_bytes=size,
+            value_sha256=digest,
+        )
+
+
+def _cut(
+    value: bytes | None, limit: int | None
+) -> tuple[bytes | None, int | None, str | None]:
+    """The bytes a letter keeps; with the whole's size and SHA-256 if cut."""
+    if value is None or limit is None or len(value) <= limit:
+        return value, None, None
+    return value[:limit], len(value), hashlib.sha256(value).hexdigest()
 
 
 class LateEvent(_Record):

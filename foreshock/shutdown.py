@@ -17,7 +17,9 @@ Ctrl-C: both take the same way.
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,7 +50,15 @@ def reset() -> None:
 
 def _on_signal(number: int, frame: FrameType | None) -> None:
     if _STOP.is_set():
-        raise KeyboardInterrupt
+        # Raising here would reach Bytewax as a worker panic with a Rust
+        # backtrace; what was not snapshotted is read again on a restart
+        # with recovery, so nothing is gained by unwinding.
+        sys.stderr.write(
+            "foreshock: stopped at once; a restart with recovery carries on "
+            "from the last snapshot\n"
+        )
+        sys.stderr.flush()
+        os._exit(128 + number)
     name = signal.Signals(number).name
     log.warning(
         "%s received: stopping once the inputs end; open windows are kept "

@@ -11,6 +11,8 @@ What is counted, and where it is read:
     read        foreshock_events_in_total{topic}             records read
     window      foreshock_events_decoded_total               records decoded
                 foreshock_dead_letters_total{reason}         records refused
+                foreshock_tombstones_total                   records with no
+                                                             value, skipped
                 foreshock_late_events_total                  events too late
                 foreshock_windows_closed_total               per shard
                 foreshock_series_live{shard}                 KPI series
@@ -22,6 +24,9 @@ What is counted, and where it is read:
                 foreshock_incidents_resolved_total
                 foreshock_early_warnings_total
     Kafka       foreshock_consumer_lag{topic, partition}     records behind
+                foreshock_output_refused_total{topic}        output records
+                                                             refused for good,
+                                                             dead-lettered
     alerts      foreshock_alertmanager_posts_total{outcome}  sent or failed
 """
 
@@ -55,6 +60,7 @@ __all__ = [
     "anomaly",
     "consumer_lag",
     "correlated",
+    "output_refused",
     "serve_metrics",
     "window_batch",
 ]
@@ -72,6 +78,10 @@ _DEAD_LETTERS = Counter(
     "foreshock_dead_letters",
     "Input records refused whole and written as dead letters, by reason.",
     ["reason"],
+)
+_TOMBSTONES = Counter(
+    "foreshock_tombstones",
+    "Input records with no value (deletion markers), skipped.",
 )
 _LATE = Counter(
     "foreshock_late_events", "Events that arrived after their window had closed."
@@ -92,6 +102,12 @@ _LAG = Gauge(
     "foreshock_consumer_lag",
     "Records in a Kafka partition not yet read, as of the latest batch.",
     ["topic", "partition"],
+)
+_OUTPUT_REFUSED = Counter(
+    "foreshock_output_refused",
+    "Output records Kafka refused for good (too large, invalid), by topic; "
+    "a dead letter was written in place of each.",
+    ["topic"],
 )
 _ALERT_POSTS = Counter(
     "foreshock_alertmanager_posts",
@@ -169,6 +185,7 @@ def window_batch(
 
     if batch is not None:
         _DECODED.inc(len(batch.messages) - tombstones - len(dead))
+        _TOMBSTONES.inc(tombstones)
     if late:
         _LATE.inc(late)
     if per_window:
@@ -200,6 +217,11 @@ def correlated(outputs: Iterable[Incident | EarlyWarning | DataGap]) -> None:
 def consumer_lag(topic: str, partition: int, lag: int) -> None:
     """A Kafka partition is `lag` records behind its high watermark."""
     _LAG.labels(topic, str(partition)).set(lag)
+
+
+def output_refused(topic: str) -> None:
+    """Kafka refused an output record for `topic` for good."""
+    _OUTPUT_REFUSED.labels(topic).inc()
 
 
 def alert_post(sent: bool) -> None:
@@ -255,17 +277,23 @@ def records_read() -> int:
 
 
 def summary() -> str:
-    """One line of what this process has done so far, for a person."""
+    """One line of what this process has done so far, for a person.
+
+    Input is counted in records, each decoded, refused or a tombstone, so
+    that the first figures add up. A record may hold several events (a JSON
+    array), and how many is not counted: the window step does not report it.
+    """
 
     def count(metric: str, one: str, many: str) -> str:
         n = total(metric)
         return f"{n} {one if n == 1 else many}"
 
     return (
-        f"{count('foreshock_events_in', 'record', 'records')} read, "
-        f"{count('foreshock_events_decoded', 'event', 'events')} decoded, "
-        f"{count('foreshock_dead_letters', 'dead letter', 'dead letters')}, "
-        f"{total('foreshock_late_events')} late; "
+        f"{count('foreshock_events_in', 'record', 'records')} read: "
+        f"{total('foreshock_events_decoded')} decoded, "
+        f"{total('foreshock_dead_letters')} refused as dead letters, "
+        f"{count('foreshock_tombstones', 'tombstone', 'tombstones')}; "
+        f"{count('foreshock_late_events', 'event', 'events')} late; "
         f"{count('foreshock_windows_closed', 'window', 'windows')} closed, "
         f"{count('foreshock_anomalies', 'anomaly', 'anomalies')}, "
         f"{count('foreshock_early_warnings', 'early warning', 'early warnings')}, "

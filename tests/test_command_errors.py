@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 from connectors.kafka import consume_all
-from foreshock.cli import main
+from foreshock import incidents_cli
+from foreshock.cli import _parser, main
 from tests.kafka_helpers import TopicFactory
 
 _REPO = Path(__file__).resolve().parent.parent
@@ -117,3 +123,251 @@ def _wait_for_records(bootstrap: str, topic: str, timeout_s: float = 60.0) -> No
     while not consume_all(bootstrap, topic):
         assert time.monotonic() < deadline, f"nothing reached {topic}"
         time.sleep(0.5)
+
+
+_SECRET = "AMPASSWORD42"
+_CAN_USE = "{id}, {kind}, {alertname}, {service}, {root_cause}, {layer}"
+
+
+@pytest.mark.parametrize(
+    ("settings", "said"),
+    [
+        (
+            f'[alertmanager]\nurl = "admin:{_SECRET}@host"\n',
+            "invalid settings: alertmanager: Value error, Alertmanager url must "
+            "start with http:// or https://, got '***@host'",
+        ),
+        (
+            f'[alertmanager]\nurl = "ftp://user:{_SECRET}@host"\n',
+            "invalid settings: alertmanager: Value error, Alertmanager url must "
+            "start with http:// or https://, got 'ftp://***@host'",
+        ),
+        (
+            '[alertmanager]\nurl = "http://am:9093"\n'
+            f'runbook_url = "https://wiki:{_SECRET}@wiki/{{nope}}"\n',
+            "invalid settings: alertmanager: Value error, URL template "
+            "'https://***@wiki/{nope}' is not valid (KeyError('nope')); it may use "
+            + _CAN_USE,
+        ),
+        (
+            f'[webhook]\nurl = "admin:{_SECRET}@hooks.example/T0/B0"\n',
+            "invalid settings: webhook: Value error, webhook url must start with "
+            "http:// or https://, got no scheme",
+        ),
+        (
+            f'[webhook]\nurl = "ftp://hooks.example/{_SECRET}"\n',
+            "invalid settings: webhook: Value error, webhook url must start with "
+            "http:// or https://, got scheme 'ftp'",
+        ),
+        (
+            '[webhook]\nurl = "https://hooks.example/T0"\n'
+            f'link = "https://u:{_SECRET}@ops/{{nope}}"\n',
+            "invalid settings: webhook: Value error, webhook link "
+            "'https://***@ops/{nope}' may use only {id}: KeyError('nope')",
+        ),
+    ],
+)
+def test_a_mistyped_url_is_said_without_its_secret(
+    settings: str, said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "f.toml"
+    config.write_text(settings)
+
+    code = main(["incidents", "--config", str(config)])
+
+    assert (code, capsys.readouterr().err) == (2, f"foreshock: {said}\n")
+
+
+def test_a_configuration_that_is_not_toml_is_named_with_the_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "f.toml"
+    config.write_text('[kafka]\nbootstrap_servers = "a:9092"\n[metrics\n')
+
+    code = main(["incidents", "--config", str(config)])
+
+    assert (code, capsys.readouterr().err) == (
+        2,
+        f"foreshock: {config} is not valid TOML: Expected ']' at the end of a "
+        "table declaration (at line 3, column 9)\n",
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        (
+            ["incidents", "--since", "yesterday"],
+            "cannot read 'yesterday' as a time; give an ISO 8601 time such as "
+            "2025-03-04T09:00Z or a duration such as 2h",
+        ),
+        (
+            ["feedback", "--incident", "i1", "--verdict", "expected", "--for", "1y"],
+            "cannot read '1y' as a duration; write it like 30m, 24h or 7d",
+        ),
+        (
+            [
+                *("silence", "--service", "web", "--reason", "rebuild"),
+                *("--from", "2025-03-04T10:00Z", "--until", "2025-03-04T09:00Z"),
+            ],
+            "expires_at '2025-03-04T09:00:00+00:00' is not after the start "
+            "'2025-03-04T10:00:00+00:00'; give a later end",
+        ),
+    ],
+)
+def test_an_on_call_command_asked_the_impossible_says_so_in_one_line(
+    command: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(command)
+
+    assert (code, capsys.readouterr().err) == (2, f"foreshock: {said}\n")
+
+
+_UNREACHABLE = (
+    "foreshock: Kafka: Failed to get metadata: Local: Broker transport failure "
+    "(bootstrap servers 'kafka.invalid:9092', from {origin}); check that the "
+    "broker is up at that address, and that kafka.client's security.protocol "
+    "and sasl.* settings match the broker's listener\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("environment", "origin"),
+    [
+        ({}, "kafka.bootstrap_servers"),
+        (
+            {"KAFKA_BOOTSTRAP_SERVERS": "kafka.invalid:9092"},
+            "KAFKA_BOOTSTRAP_SERVERS",
+        ),
+    ],
+)
+def test_an_unreachable_broker_is_named_with_what_to_check(
+    environment: dict[str, str],
+    origin: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    config = tmp_path / "f.toml"
+    config.write_text(
+        '[kafka]\nbootstrap_servers = "kafka.invalid:9092"\n[kafka.client]\n'
+        f'"security.protocol" = "SASL_SSL"\n"sasl.password" = "{_SECRET}"\n'
+    )
+
+    def unreachable(*args: object, **kwargs: object) -> NoReturn:
+        # What librdkafka raises once it has given up on every broker.
+        reason = "Failed to get metadata: Local: Broker transport failure"
+        raise KafkaException(KafkaError(KafkaError._TRANSPORT, reason))
+
+    monkeypatch.setattr(incidents_cli, "consume_all", unreachable)
+
+    code = main(["incidents", "--config", str(config)])
+
+    assert (code, capsys.readouterr().err) == (2, _UNREACHABLE.format(origin=origin))
+
+
+def _options_without_help(parser: argparse.ArgumentParser, name: str) -> list[str]:
+    missing = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command, sub in action.choices.items():
+                missing += _options_without_help(sub, f"{name} {command}")
+        elif action.help is None:
+            missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+    return missing
+
+
+def test_every_option_of_every_command_says_what_it_is_for() -> None:
+    assert _options_without_help(_parser(), "foreshock") == []
+
+
+@pytest.mark.kafka
+def test_a_metrics_port_in_use_is_one_line_naming_the_setting(
+    kafka_bootstrap: str,
+    kafka_topics: TopicFactory,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    [topic] = kafka_topics("metrics-port-in")
+    config = tmp_path / "f.toml"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config.write_text(
+            f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\n'
+            f'input_topics = ["{topic}"]\ngroup_id = "{topic}"\n'
+            f'[metrics]\naddress = "127.0.0.1"\nport = {port}\n'
+        )
+
+        code = main(["run", "--config", str(config), "--until-end"])
+
+    assert (code, capsys.readouterr().err) == (
+        2,
+        f"foreshock: cannot serve metrics on 127.0.0.1:{port} (Address already in "
+        "use); set metrics.port to a free port (0 picks one) or metrics.enabled "
+        "= false\n",
+    )
+
+
+@pytest.mark.kafka
+def test_a_topic_to_list_that_is_missing_is_named_with_its_setting(
+    kafka_bootstrap: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = f"no-incidents-{uuid.uuid4().hex[:8]}"
+    config = tmp_path / "f.toml"
+    config.write_text(
+        f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\n'
+        f'[topics]\nincidents = "{missing}"\n'
+    )
+
+    code = main(["incidents", "--config", str(config)])
+
+    assert (code, capsys.readouterr().err) == (
+        2,
+        f"foreshock: Kafka topic '{missing}' (topics.incidents) does not exist on "
+        f"'{kafka_bootstrap}'; check topics.incidents and kafka.bootstrap_servers "
+        "against those of `foreshock run`, or start `foreshock run`, which "
+        "creates it\n",
+    )
+
+
+@pytest.mark.kafka
+def test_a_second_signal_stops_the_job_at_once_without_a_backtrace(
+    kafka_bootstrap: str, kafka_topics: TopicFactory, tmp_path: Path
+) -> None:
+    [topic] = kafka_topics("waiting-in")
+    config = _config(tmp_path / "f.toml", kafka_bootstrap, topic)
+    log = tmp_path / "run.log"
+    # -v: the job says when it starts running.
+    command = [sys.executable, "-m", "foreshock.cli", "-v", "run"]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [*command, "--config", str(config)], cwd=_REPO, stderr=sink
+        )
+    try:
+        # Generous: a loaded machine takes long to import and connect.
+        deadline = time.monotonic() + 180
+        while "running processes=" not in log.read_text(errors="replace"):
+            assert process.poll() is None, log.read_text(errors="replace")[-2000:]
+            assert time.monotonic() < deadline, "the job never started running"
+            time.sleep(0.2)
+        # Two different signals, so that neither merges into the other
+        # while both are pending: the second finds the first's stop begun.
+        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=60)
+    finally:
+        process.kill()
+        process.wait()
+
+    said = log.read_text(errors="replace")
+    assert code == 128 + signal.SIGTERM
+    assert said.strip().splitlines()[-1] == (
+        "foreshock: stopped at once; a restart with recovery carries on from "
+        "the last snapshot"
+    )
+    assert "panicked" not in said and "Traceback" not in said

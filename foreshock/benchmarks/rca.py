@@ -570,7 +570,9 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         prog=prog or "python -m foreshock.benchmarks.rca",
         description=__doc__.splitlines()[0],
     )
-    parser.add_argument("--dataset", choices=sorted(DATASETS), required=True)
+    parser.add_argument(
+        "--dataset", choices=sorted(DATASETS), required=True, help="dataset format"
+    )
     parser.add_argument("--data", type=Path, required=True, help="dataset folder")
     only = parser.add_mutually_exclusive_group()
     only.add_argument("--day", dest="subset", help="Nezha: run one day only")

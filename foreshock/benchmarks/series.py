@@ -129,7 +129,9 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         prog=prog or "python -m foreshock.benchmarks.series",
         description=(__doc__ or "").splitlines()[0],
     )
-    parser.add_argument("--series", type=int, default=100_000)
+    parser.add_argument(
+        "--series", type=int, default=100_000, help="live KPI series to keep"
+    )
     parser.add_argument(
         "--history", type=int, default=1500, help="windows each detector learned"
     )

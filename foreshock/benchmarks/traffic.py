@@ -478,11 +478,15 @@ def _odd(number: int, t_us: int) -> Message:
 def add_options(parser: argparse.ArgumentParser) -> None:
     """The options of a traffic spec: how much, over what span, how batched."""
     defaults = TrafficSpec()
-    parser.add_argument("--events", type=int, default=defaults.events)
+    parser.add_argument(
+        "--events", type=int, default=defaults.events, help="events to send"
+    )
     parser.add_argument(
         "--span-s", type=float, default=defaults.span_s, help="event time covered"
     )
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument(
+        "--seed", type=int, default=defaults.seed, help="another seed, other traffic"
+    )
     parser.add_argument(
         "--batch-events",
         type=int,

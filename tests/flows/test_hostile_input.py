@@ -1,8 +1,10 @@
 """Hostile input stays bounded: huge or deep messages and floods of new names
 become dead letters with their reason, and memory stops growing at the caps."""
 
+import hashlib
 import json
 import logging
+import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -10,7 +12,10 @@ import pytest
 
 from connectors.messages import RawBatch, RawMessage
 from flows.steps import WindowLogic
+from foreshock import telemetry
+from foreshock.config import Settings
 from foreshock.decode import InputLimits, decoder_for
+from foreshock.jobs import flow_config
 from foreshock.records import DeadLetter, KpiRecord, LateEvent
 from foreshock.windows import WindowPolicy, WindowSpec, WindowStore
 
@@ -235,3 +240,107 @@ def test_a_forgotten_service_frees_its_place_under_the_cap() -> None:
     assert [x.reason for x in refused if isinstance(x, DeadLetter)] == ["series_cap"]
     assert [x for x in later if isinstance(x, DeadLetter)] == []
     assert set(store._series) == {("backend", "steady"), ("backend", "new")}
+
+
+# --- bounded letters and log lines ----------------------------------------------
+
+
+def test_a_letter_keeps_the_first_bytes_of_a_big_message_and_its_size_and_hash() -> (
+    None
+):
+    big = b"x" * 1000
+    small = b"y" * 10
+
+    out, _ = _run([big, small], limits=InputLimits(dead_letter_bytes=100))
+
+    cut, whole = [x for x in out if isinstance(x, DeadLetter)]
+    assert (cut.truncated, cut.value_bytes) == (True, 1000)
+    assert cut.value_b64 == DeadLetter.encode(b"x" * 100)
+    assert cut.value_sha256 == hashlib.sha256(big).hexdigest()
+    # A letter within the bound reads as before: no new fields in its JSON.
+    assert json.loads(whole.model_dump_json()) == {
+        "schema_version": 1,
+        "reason": "json_decode_error",
+        "detail": whole.detail,
+        "topic": "telemetry",
+        "partition": 0,
+        "offset": 1,
+        "key": None,
+        "value_b64": DeadLetter.encode(small),
+        "timestamp_ms": None,
+    }
+
+
+def test_a_message_of_many_bad_events_gives_a_bounded_number_of_letters(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    flood = b"[" + b",".join([b"{}"] * 100_000) + b"]"
+    letters_before = telemetry.total("foreshock_dead_letters")
+
+    with caplog.at_level(logging.DEBUG, logger="flows.steps"):
+        out, _ = _run([_request(), flood, _request()])
+
+    letters = [x for x in out if isinstance(x, DeadLetter)]
+    assert [x.reason for x in letters] == ["schema"] * 100 + ["too_many_refused"]
+    assert all(x.value_b64 == DeadLetter.encode(b"{}") for x in letters[:100])
+    rest = letters[-1]
+    counts = re.fullmatch(
+        r"(\d+) events of the message were refused: the first (\d+) have dead "
+        r"letters of their own, the other (\d+) \(schema=(\d+)\) .*",
+        rest.detail,
+    )
+    assert counts is not None, rest.detail
+    assert [int(n) for n in counts.groups()] == [100_000, 100, 99_900, 99_900]
+    assert rest.value_b64 == DeadLetter.encode(flood[: DeadLetter.VALUE_BYTES])
+    assert rest.value_bytes == len(flood)
+    assert _events_counted(out) == 2
+    # Every letter is counted; five are logged, then one line for the rest.
+    assert telemetry.total("foreshock_dead_letters") - letters_before == 101
+    lines = [r.getMessage() for r in caplog.records if r.name == "flows.steps"]
+    assert len(lines) == 6
+    assert lines[-1].endswith("count=96 reasons={'schema': 95, 'too_many_refused': 1}")
+
+
+def test_capped_services_log_a_bounded_number_of_lines(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # 3,000 new services against a cap of 10: 2,990 refused, each a letter.
+    values: list[bytes | None] = [_request(f"svc-{i}") for i in range(3000)]
+    policy = WindowPolicy(max_services=10)
+
+    with caplog.at_level(logging.DEBUG):
+        out, _ = _run(values, policy=policy)
+
+    assert len(_letters(out)) == 2990
+    letters = [r for r in caplog.records if r.name == "flows.steps"]
+    # Five lines for the first letters, at DEBUG (the store warned for
+    # their services), and one for the rest.
+    assert [r.levelno for r in letters] == [logging.DEBUG] * 6
+    assert letters[-1].getMessage().endswith("count=2985 reasons={'series_cap': 2985}")
+    assert len(_warnings(caplog)) == 1001
+
+
+def test_late_events_log_a_bounded_number_of_lines(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The second event moves the watermark ten minutes on: the 200 after it
+    # belong to a window that has closed.
+    values: list[bytes | None] = [_request(), _request(seconds=600)]
+    values += [_request(seconds=1)] * 200
+
+    with caplog.at_level(logging.WARNING, logger="flows.steps"):
+        out, _ = _run(values)
+
+    assert sum(isinstance(x, LateEvent) for x in out) == 200
+    lines = [r.getMessage() for r in caplog.records if r.name == "flows.steps"]
+    assert len(lines) == 6
+    assert lines[-1].endswith("count=195 reasons={'late': 195}")
+
+
+@pytest.mark.parametrize(("setting", "bound"), [(100, 100), (0, None)])
+def test_the_letter_bound_is_a_setting(setting: int, bound: int | None) -> None:
+    settings = Settings(kafka={"dead_letter_bytes": setting})
+
+    limits = flow_config(settings).input_limits
+
+    assert limits.dead_letter_bytes == bound

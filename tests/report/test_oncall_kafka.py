@@ -254,10 +254,10 @@ def test_feedback_on_an_unknown_incident_says_how_to_scope_it(
         ]
     )
 
-    assert code == 1
+    assert code == 2
     assert capsys.readouterr().err == (
-        f"no incident 'nope' on topic {incidents!r}; check the id, or give "
-        "--service (and --layer, --kpi) to scope the verdict yourself\n"
+        f"foreshock: no incident 'nope' on topic {incidents!r}; check the id, "
+        "or give --service (and --layer, --kpi) to scope the verdict yourself\n"
     )
     assert consume_all(kafka_bootstrap, feedback) == []
 
