@@ -34,6 +34,7 @@ from foreshock.decode import (
 )
 from foreshock.feedback import Feedback
 from foreshock.kpis import Kpi
+from foreshock.native import NativeScanner, scanner_for
 from foreshock.native_scan import scan_native
 from foreshock.records import Change, DeadLetter, KpiRecord, KpiScore, LateEvent
 from foreshock.schema import EVENT_ADAPTER, Event
@@ -44,7 +45,9 @@ from foreshock.windows import (
     Late,
     LateSample,
     Refused,
+    RefusedSample,
     Sample,
+    WindowSpec,
     WindowStore,
     sample_of,
 )
@@ -81,6 +84,11 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
     measures how long the shard has been idle (see `WindowPolicy`); the
     engine calls `on_notify` once the idle timeout closes a window.
 
+    Native messages go to the native scanner first (`foreshock.native`),
+    which takes what it can place exactly as this step would and hands the
+    rest back message by message; `native=False` keeps every message on the
+    Python path, with the same results.
+
     Hostile input cannot multiply: a message gives at most
     `limits.max_event_letters` letters of refused events, the rest sharing
     one letter of the message ("too_many_refused"), and refused, late and
@@ -98,6 +106,7 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
         on_window_closed: Callable[[datetime], None] | None = None,
         limits: InputLimits | None = None,
         clock: Callable[[], int] = wall_clock_us,
+        native: bool = True,
     ) -> None:
         self.store = store
         self.on_window_closed = on_window_closed
@@ -109,6 +118,8 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
         self.excluded: Counter[str] = Counter()
         self._skew = _SkewBounds.of(self.limits)
         self._log = _BatchLog()
+        # False keeps every native event on the Python path (for comparison).
+        self._scanner = scanner_for(store) if native else None
         policy = store.policy
         self._tracks_receipt = (
             policy.backfill_after_s is not None and policy.backfill_clock == "receive"
@@ -275,10 +286,47 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
         return kept
 
     def _native(self, messages: Sequence[RawMessage], out: list[WindowItem]) -> None:
-        """Native events: the fast decoder first, the pydantic model if unusual."""
+        """Native events: the native scanner where it can take them, else
+        the fast decoder, else the pydantic model if unusual."""
         batch = _NativeBatch(self)
-        late = self.store.add_samples(batch.samples(messages))
-        out.extend(batch.rejected(late, self.store))
+        if self._scanner is None:
+            late = self.store.add_samples(batch.samples(messages))
+            batch.refused.extend(self.store.refused)
+        else:
+            late = self._scan(messages, batch, self._scanner)
+        out.extend(batch.rejected(late, self.store.spec))
+
+    def _scan(
+        self,
+        messages: Sequence[RawMessage],
+        batch: _NativeBatch,
+        scanner: NativeScanner,
+    ) -> list[LateSample]:
+        """The scanner takes what it can; each message it stops at goes the
+        Python way, and the scanner goes on after it."""
+        store = self.store
+        values = [m.value for m in messages]
+        stamps = [m.timestamp_ms for m in messages]
+        skew = self._skew.bounds()
+        bound = self.limits.max_message_bytes
+        late: list[LateSample] = []
+        at = 0
+        while at < len(messages):
+            stop, events, received = scanner.take(values, stamps, at, skew, bound)
+            if events:
+                batch.skip(events)
+                if received is not None and self._tracks_receipt:
+                    store.received_us = max(store.received_us or 0, received * 1000)
+                at = stop
+            if at == len(messages):
+                break
+            # What the scanner handed back, up to where it stopped.
+            offset = batch.position
+            rest = batch.samples(messages[at : stop + 1])
+            late.extend(store.add_samples(rest, offset))
+            batch.refused.extend(store.refused)
+            at = stop + 1
+        return late
 
     def _skewed(self, t_us: int, message: RawMessage) -> bool:
         received = message.timestamp_ms
@@ -473,6 +521,12 @@ class _SkewBounds:
     def checked(self) -> bool:
         return self.ahead_us != _UNCHECKED or self.behind_us != _UNCHECKED
 
+    def bounds(self) -> tuple[int | None, int | None]:
+        """(ahead, behind) with None for "not checked"."""
+        ahead = None if self.ahead_us == _UNCHECKED else self.ahead_us
+        behind = None if self.behind_us == _UNCHECKED else self.behind_us
+        return ahead, behind
+
     def beyond(self, lead_us: int) -> bool:
         return lead_us > self.ahead_us or -lead_us > self.behind_us
 
@@ -545,6 +599,8 @@ class _NativeBatch:
         # (position, sample, message, its event when the model made one, or
         # its place in the message when the fast decoder did)
         self._skewed: list[tuple[int, Sample, RawMessage, Event | int]] = []
+        # Samples the store's caps refused, by position.
+        self.refused: list[RefusedSample] = []
 
     def samples(self, messages: Iterable[RawMessage]) -> Iterable[Sample]:
         """The sample of every usable event, in input order.
@@ -676,14 +732,22 @@ class _NativeBatch:
         element = self._places[at][place] if at in self._places else place
         return message, _event_of(message, element)
 
-    def rejected(self, late: list[LateSample], store: WindowStore) -> list[WindowItem]:
+    @property
+    def position(self) -> int:
+        """The position the next message's first sample takes."""
+        return self._next
+
+    def skip(self, events: int) -> None:
+        """Count events placed without samples (the native scanner's)."""
+        self._next += events
+
+    def rejected(self, late: list[LateSample], spec: WindowSpec) -> list[WindowItem]:
         """Dead letters, late and quarantined events in input order.
 
         At one position, what was refused before reaching the store comes
         first.
         """
         items = self._letters
-        spec = store.spec
         for position, sample, message, found in self._skewed:
             event = found if isinstance(found, Event) else _event_of(message, found)
             quarantined = self._logic._quarantine(sample, message, event.event_id)
@@ -693,7 +757,7 @@ class _NativeBatch:
             watermark = EPOCH + timedelta(microseconds=watermark_us)
             late_event = self._logic._late(event, spec.start(index), watermark, message)
             items.append((position, 1, late_event))
-        for position, _, detail in store.refused:
+        for position, _, detail in self.refused:
             message = self._origins[self._origin_of(position)[0]]
             items.append((position, 1, self._logic._capped(message, [detail])))
         items.sort(key=lambda item: item[:2])

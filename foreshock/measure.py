@@ -242,7 +242,8 @@ def add_tally(agg: Aggregate, result: Tally) -> None:
     for name, good in result.values.items():
         values = agg.values.get(name)
         if values is None:
-            agg.values[name] = good
+            # A copy: one tally may go to several windows (sliding ones).
+            agg.values[name] = good.copy()
         else:
             values.extend(good)
     for name, n in result.rejected.items():

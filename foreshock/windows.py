@@ -46,14 +46,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from foreshock.kpis import DEFAULT_REGISTRY, Aggregate, Kpi, KpiRegistry
 from foreshock.layers import Layer
-from foreshock.measure import Fields, observe_many
+from foreshock.measure import Fields, Tally, add_tally, observe_many
 from foreshock.metrics_kpis import MetricKpis
 from foreshock.records import ClosedBy, KpiRecord
 from foreshock.schema import Event
@@ -65,7 +65,9 @@ __all__ = [
     "Late",
     "LateSample",
     "Refused",
+    "RefusedSample",
     "Sample",
+    "ScannedTally",
     "WindowPolicy",
     "WindowSpec",
     "WindowStore",
@@ -77,6 +79,7 @@ log = logging.getLogger(__name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 _US_PER_S = 1_000_000
+_LAYERS = {layer.value: layer for layer in Layer}
 
 ServiceKey = tuple[Layer, str]
 # An event as its window needs it: (event time in microseconds since the Unix
@@ -88,6 +91,21 @@ Sample = tuple[int, Layer, str, str, Fields]
 LateSample = tuple[int, int, int]
 # A sample refused by a cap: (its position in the batch, the reason, detail).
 RefusedSample = tuple[int, str, str]
+# A run of events the native scanner tallied: (first window, last window,
+# layer, service, kind, events, counts, values, rejected, versions), the
+# last five as in `foreshock.measure.Tally`.
+ScannedTally = tuple[
+    int,
+    int,
+    str,
+    str,
+    str,
+    int,
+    dict[str, int],
+    dict[str, list[float]],
+    dict[str, int],
+    dict[str, int],
+]
 # Pending samples, by (first window, last window, layer, service, kind).
 _GroupKey = tuple[int, int, Layer, str, str]
 # A metric series within its service: a gauge by name, a counter by name and
@@ -410,13 +428,16 @@ class WindowStore:
         watermark = EPOCH + timedelta(microseconds=watermark_us)
         return Late(event, self.spec.start(index), watermark)
 
-    def add_samples(self, samples: Iterable[Sample]) -> list[LateSample]:
+    def add_samples(
+        self, samples: Iterable[Sample], offset: int = 0
+    ) -> list[LateSample]:
         """Add samples in order; return those refused as late.
 
-        Samples refused by a cap are left in `refused`. This loop runs once
-        per event, so it keeps the watermark's state in local names
-        (written back before anything else reads it) and does only
-        dictionary work; aggregation waits for the end of the batch.
+        Positions count from `offset`. Samples refused by a cap are left in
+        `refused`. This loop runs once per event, so it keeps the
+        watermark's state in local names (written back before anything else
+        reads it) and does only dictionary work; aggregation waits for the
+        end of the batch.
         """
         late: list[LateSample] = []
         self.refused = []
@@ -430,7 +451,9 @@ class WindowStore:
         restate_us = _seconds_to_us(self.policy.restate_within_s or 0)
         advanced = max_us
         try:
-            for position, (t_us, layer, service, kind, fields) in enumerate(samples):
+            for position, (t_us, layer, service, kind, fields) in enumerate(
+                samples, offset
+            ):
                 last = (t_us - align) // slide
                 low = last if not span else (t_us - align - length) // slide + 1
                 if first is None or (low < first and not self._closed_any):
@@ -487,6 +510,49 @@ class WindowStore:
         if self._restating:
             self._ready.extend(self._restated())
         return late
+
+    def scan_state(self) -> tuple[int, bool, int, int] | None:
+        """What the native scanner needs to place events as `add_samples`
+        would: the first window to close, whether any has closed, the latest
+        event time, and the event time from which the next window closes.
+        None before the first event."""
+        if self.next_to_close is None or self._max_us is None:
+            return None
+        return self.next_to_close, self._closed_any, self._max_us, self._close_at_us
+
+    def add_tallies(
+        self, tallies: Sequence[ScannedTally], first: int, max_us: int
+    ) -> bool:
+        """Add the tallies of events the native scanner took, and the state
+        they leave; False, adding nothing, if a service in them is beyond
+        `policy.max_services` (their events are then placed one by one).
+
+        The scanner takes no event that is late or closes a window, so the
+        tallies join open windows only. Samples placed earlier in the batch
+        are aggregated first, so that every measurement keeps input order.
+        """
+        admitted = self._series
+        services = {(_LAYERS[t[2]], t[3]) for t in tallies}
+        new = [key for key in services if key not in admitted]
+        cap = self.policy.max_services
+        if new and cap is not None and len(admitted) + len(new) > cap:
+            return False
+
+        self._flush()
+        for t in tallies:
+            low, last, layer_name, service, kind, events = t[:6]
+            layer = _LAYERS[layer_name]
+            if (layer, service) not in admitted:
+                admitted[(layer, service)] = {}
+            result = Tally(kind, events, t[6], t[7], t[8], t[9])
+            for agg in self._aggregates(low, last, layer, service):
+                add_tally(agg, result)
+
+        self.next_to_close = first
+        if max_us != self._max_us:
+            self._max_us = max_us
+            self._advanced_at_us = self.now_us
+        return True
 
     def holds_windows(self) -> bool:
         """Whether any window is open (events in it not yet published)."""
