@@ -208,3 +208,44 @@ def test_a_dependency_the_extra_requests_missed_still_explains_the_sender() -> N
 
     # The api: (1.0 + 0.05 for the rise it sent) x 0.6, explained by the db.
     assert _scores(ranked) == [("db", 0.9), ("api", 0.63)]
+
+
+def test_evidence_that_held_steady_while_users_were_fine_counts_less() -> None:
+    # search has been slow since users were fine, and no slower since; db
+    # turned slow when they were hit. Siblings: neither explains the other.
+    steady = _evidence("search", 0, score=1.0)
+    new = _evidence("db", 10, score=0.9)
+
+    ranked = rank_candidates(
+        GRAPH,
+        {"web"},
+        USERS_HIT,
+        {"search": [steady], "db": [new]},
+        [],
+        WINDOW,
+        standing={("search", "latency_p50")},
+    )
+
+    # search: 1.0 x 0.6 for evidence that all held steady.
+    assert _scores(ranked) == [("db", 0.9), ("search", 0.6)]
+
+
+def test_a_candidate_with_new_evidence_too_is_judged_by_the_new() -> None:
+    steady = _evidence("search", 0, score=1.0)
+    failing = _evidence(
+        "search", 10, kpi="error_rate", dimension="functionality", score=0.8
+    )
+    new = _evidence("db", 10, score=0.9)
+
+    ranked = rank_candidates(
+        GRAPH,
+        {"web"},
+        USERS_HIT,
+        {"search": [steady, failing], "db": [new]},
+        [],
+        WINDOW,
+        standing={("search", "latency_p50")},
+    )
+
+    # search: the strength of its errors alone, 0.8, with no penalty.
+    assert _scores(ranked) == [("db", 0.9), ("search", 0.8)]
