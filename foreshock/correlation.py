@@ -27,8 +27,10 @@ shows up, so the result does not depend on the order records arrive in.
   warning and records the lead time.
 - An incident resolves once every user-facing KPI that was anomalous has been
   back to normal for `resolve_after_windows` windows of real data. Missing
-  data never counts as recovery. Within the cool-down after, trouble in its
-  scope is its tail (no new warning), and users hit again reopen it.
+  data never counts as recovery. Within the cool-down after, its tail opens
+  no warning: trouble in its scope that began while it was open, and trouble
+  of the service it blamed first. Its tail can join a warning that new
+  trouble opened. Users hit again reopen it.
 - A service whose every series has no data is evidence in an incident when
   its users fail, and otherwise a data gap for the telemetry pipeline's
   owners (`DataGap`), never a page.
@@ -875,10 +877,11 @@ class Correlator:
         )
         for onset, service, key in troubles:
             at_risk = self.topology.user_facing_dependents(service)
-            if not at_risk or any(
-                service in self._scope(c) for c in [*self._open, *self._recent]
-            ):
+            if not at_risk or any(service in self._scope(c) for c in self._open):
                 continue
+            # An incident's tail opens no warning, but joins one that new
+            # trouble opened: it may be what that trouble comes from.
+            tail = any(self._is_tail(c, service, onset) for c in self._recent)
             known = [g for g in self._warnings if g.series.get(key) == onset]
             for g in known:
                 g.last_seen = now
@@ -902,6 +905,8 @@ class Correlator:
                 if service in group.onsets:
                     continue
             evidence = self._evidence_of(service)
+            if group is None and tail:
+                continue
             if group is None:
                 group = _Warning(
                     warning=EarlyWarning(
@@ -949,6 +954,21 @@ class Correlator:
             yield group.warning
 
     # -- the picture of an incident -------------------------------------------------
+
+    def _is_tail(self, recent: _Open, service: str, onset: datetime) -> bool:
+        """Whether trouble of `service` from `onset` belongs to `recent`.
+
+        Trouble that began while the incident was open, within its scope, is
+        what it leaves behind; so is any trouble of the service it blamed
+        first, the same fault acting up again. Trouble elsewhere that begins
+        after it resolved is news.
+        """
+        blamed = [c.service for c in recent.incident.root_causes[:1]]
+        if service in blamed:
+            return True
+        resolved = recent.resolved_at
+        began_before = resolved is not None and onset < resolved
+        return began_before and service in self._scope(recent)
 
     def _scope(self, current: _Open) -> set[str]:
         scope = set(current.user_services)
