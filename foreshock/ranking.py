@@ -119,12 +119,17 @@ def rank_candidates(
         # requests reached it is loaded by them, not an explanation; one they
         # did not reach still explains it.
         sent_from = demand_onset.get(service)
+        # What a dependency can explain is trouble: a shift in traffic that
+        # came first (more bytes received, say) does not make it later.
+        troubled_at = min(
+            (e.onset for e in own if e.dimension != "throughput"), default=onset
+        )
         explained_by = [
             d
             for d in _troubled_reach(topology, service, evidence)
             if (d_onset := _felt_by_callers(evidence.get(d, []))) is not None
             and d not in origins
-            and d_onset <= onset
+            and d_onset <= troubled_at
             and (
                 sent_from is None
                 or d_onset < sent_from
