@@ -213,6 +213,8 @@ class CorrelationSettings(_Section):
     warn_noisy_blips: int = Field(default=3, ge=0)
     warn_noisy_lookback_s: float = Field(default=10_800.0, gt=0)
     warn_min_utilisation_change: float = Field(default=0.05, ge=0)
+    standing_growth: float = Field(default=0.5, ge=0)
+    standing_windows: int = Field(default=2, ge=1)
     episode_gap_s: float = Field(default=180.0, gt=0)
     page_while_warming_up: bool = True
     silence_windows: int = Field(default=2, ge=1)

@@ -27,8 +27,10 @@ shows up, so the result does not depend on the order records arrive in.
   warning and records the lead time.
 - An incident resolves once every user-facing KPI that was anomalous has been
   back to normal for `resolve_after_windows` windows of real data. Missing
-  data never counts as recovery. Within the cool-down after, trouble in its
-  scope is its tail (no new warning), and users hit again reopen it.
+  data never counts as recovery. Within the cool-down after, its tail opens
+  no warning: trouble in its scope that began while it was open, and trouble
+  of the service it blamed first. Its tail can join a warning that new
+  trouble opened. Users hit again reopen it.
 - A service whose every series has no data is evidence in an incident when
   its users fail, and otherwise a data gap for the telemetry pipeline's
   owners (`DataGap`), never a page.
@@ -51,7 +53,10 @@ shows up, so the result does not depend on the order records arrive in.
   show, and, if `infer_calls` is on, by edges inferred from which services'
   trouble reliably comes first (`foreshock.inference`).
 
-Ranking is `foreshock.ranking`'s.
+Ranking is `foreshock.ranking`'s. For an incident, the correlator tells it
+which evidence felt through calls (speed, errors, availability) was
+anomalous for `standing_windows` windows before users were hit and has not
+grown by `standing_growth` since: a level users put up with.
 """
 
 from __future__ import annotations
@@ -66,7 +71,7 @@ from foreshock.edges import suspects
 from foreshock.feedback import SuppressionBook
 from foreshock.inference import LeadLag
 from foreshock.layers import USER_FACING, Layer
-from foreshock.ranking import is_symptom, rank_candidates
+from foreshock.ranking import FELT_BY_CALLERS, is_symptom, rank_candidates
 from foreshock.records import (
     Anomaly,
     Candidate,
@@ -150,6 +155,15 @@ class CorrelationConfig:
     # the grace is this many times worse than its expected value before the
     # change has regressed, even if its detector already learned the level.
     change_regression_ratio: float = 1.5
+    # Callers feel a dependency's speed and errors at once. A dependency as
+    # slow, or failing as often, as it was while users were still fine does
+    # not explain why they are hit now: evidence anomalous before users were
+    # hit counts for the ranking of an incident only if its excess over the
+    # expected value grew by this share once they were. Users' KPIs can take
+    # a window to show what they already feel: only evidence anomalous for
+    # `standing_windows` windows before they were hit is judged so.
+    standing_growth: float = 0.5
+    standing_windows: int = 2
     # Where neither configuration nor traces give the call graph, infer
     # edges from which services' trouble reliably comes first.
     infer_calls: bool = False
@@ -160,10 +174,15 @@ class CorrelationConfig:
 
 @dataclass(slots=True)
 class _Episode:
-    """A run of anomalous windows of one series."""
+    """A run of anomalous windows of one series.
+
+    `excess` holds, for its anomalous windows within the lookback, how far
+    each value was past its expected value on the harmful side.
+    """
 
     onset: datetime
     last: Anomaly
+    excess: list[tuple[datetime, float]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -177,6 +196,11 @@ class _Open:
     # lookback keeps its early evidence, and with it its chain and lead time.
     seen: dict[tuple[Layer, str, str], Evidence] = field(default_factory=dict)
     resolved_at: datetime | None = None
+    # For evidence that users felt through their calls and that began before
+    # they were hit: its worst excess while they were still fine, and its
+    # worst excess since (`_standing`).
+    tolerated: dict[tuple[Layer, str, str], float] = field(default_factory=dict)
+    since_hit: dict[tuple[Layer, str, str], float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -463,9 +487,13 @@ class Correlator:
             # The episode starts with the run that confirmed it, which may
             # have waited for confirmation or a change's grace period.
             onset = min(self._run_starts.get(key, a.window_start), a.window_start)
-            self._episodes[key] = _Episode(onset, a)
+            episode = self._episodes[key] = _Episode(onset, a)
         else:
             episode.last = a
+        if a.expected is not None:
+            since = a.window_start - timedelta(seconds=self.config.lookback_s)
+            kept = [x for x in episode.excess if x[0] >= since]
+            episode.excess = [*kept, (a.window_start, _excess(a))]
 
     def _episode_gap(self) -> timedelta:
         # One quiet window between two anomalous ones never ends an episode,
@@ -849,10 +877,11 @@ class Correlator:
         )
         for onset, service, key in troubles:
             at_risk = self.topology.user_facing_dependents(service)
-            if not at_risk or any(
-                service in self._scope(c) for c in [*self._open, *self._recent]
-            ):
+            if not at_risk or any(service in self._scope(c) for c in self._open):
                 continue
+            # An incident's tail opens no warning, but joins one that new
+            # trouble opened: it may be what that trouble comes from.
+            tail = any(self._is_tail(c, service, onset) for c in self._recent)
             known = [g for g in self._warnings if g.series.get(key) == onset]
             for g in known:
                 g.last_seen = now
@@ -876,6 +905,8 @@ class Correlator:
                 if service in group.onsets:
                     continue
             evidence = self._evidence_of(service)
+            if group is None and tail:
+                continue
             if group is None:
                 group = _Warning(
                     warning=EarlyWarning(
@@ -924,6 +955,21 @@ class Correlator:
 
     # -- the picture of an incident -------------------------------------------------
 
+    def _is_tail(self, recent: _Open, service: str, onset: datetime) -> bool:
+        """Whether trouble of `service` from `onset` belongs to `recent`.
+
+        Trouble that began while the incident was open, within its scope, is
+        what it leaves behind; so is any trouble of the service it blamed
+        first, the same fault acting up again. Trouble elsewhere that begins
+        after it resolved is news.
+        """
+        blamed = [c.service for c in recent.incident.root_causes[:1]]
+        if service in blamed:
+            return True
+        resolved = recent.resolved_at
+        began_before = resolved is not None and onset < resolved
+        return began_before and service in self._scope(recent)
+
     def _scope(self, current: _Open) -> set[str]:
         scope = set(current.user_services)
         for s in current.user_services:
@@ -935,11 +981,17 @@ class Correlator:
         return episode.onset if episode is not None else a.window_start
 
     def _evidence_of(self, service: str) -> list[Evidence]:
-        found = [
-            Evidence.from_anomaly(e.last, e.onset)
-            for (layer, s, kpi), e in self._episodes.items()
-            if s == service
-        ]
+        found = [e for _, e in self._episodes_of(service)]
+        silence = self._silence_of(service)
+        if silence is not None:
+            found.append(silence)
+        return sorted(found, key=lambda e: (e.onset, -e.score, e.kpi))
+
+    def _episodes_of(self, service: str) -> Iterator[tuple[_Episode, Evidence]]:
+        """The episodes that are trouble of `service`, each with its evidence."""
+        for (_, s, _), e in self._episodes.items():
+            if s == service:
+                yield e, Evidence.from_anomaly(e.last, e.onset)
         # Calls as the callers saw them (edge series) that blame the service:
         # a slow or failing callee shows there first, network delays too.
         for (_, s, kpi), e in self._episodes.items():
@@ -948,7 +1000,8 @@ class Correlator:
                 continue
             caller, callee = edge
             seen = Evidence.from_anomaly(e.last, e.onset)
-            found.append(
+            yield (
+                e,
                 seen.model_copy(
                     update={
                         # A service of unknown kind is taken as a backend.
@@ -958,12 +1011,35 @@ class Correlator:
                         if service == callee
                         else f"{kpi} of its calls to {callee}",
                     }
-                )
+                ),
             )
-        silence = self._silence_of(service)
-        if silence is not None:
-            found.append(silence)
-        return sorted(found, key=lambda e: (e.onset, -e.score, e.kpi))
+
+    def _note_levels(self, current: _Open, scope: Iterable[str]) -> None:
+        """Keep how bad evidence felt by callers was before users were hit,
+        and how bad it has been since (see `_standing`)."""
+        hit = current.onset
+        since = hit - self.config.standing_windows * self._window
+        for service in scope:
+            for episode, e in self._episodes_of(service):
+                if e.onset > since or e.dimension not in FELT_BY_CALLERS:
+                    continue
+                key = (e.layer, e.service, e.kpi)
+                before = [x for t, x in episode.excess if t < hit]
+                if key not in current.tolerated and before:
+                    current.tolerated[key] = max(before)
+                if e.window_start >= hit and episode.excess:
+                    worst = max(episode.excess[-1][1], current.since_hit.get(key, 0))
+                    current.since_hit[key] = worst
+
+    def _standing(self, current: _Open) -> set[tuple[str, str]]:
+        """The (service, KPI) of evidence that held steady while users were
+        fine and did not grow by `standing_growth` once they were hit."""
+        growth = 1.0 + self.config.standing_growth
+        return {
+            (key[1], key[2])
+            for key, before in current.tolerated.items()
+            if current.since_hit.get(key, 0.0) < growth * before
+        }
 
     def _ongoing(self, service: str, now: datetime) -> list[Evidence]:
         """The evidence of `service` whose episode goes on at `now`.
@@ -996,6 +1072,7 @@ class Correlator:
                 if kept is not None and kept.onset < e.onset:
                     e = e.model_copy(update={"onset": kept.onset})
                 current.seen[key] = e
+        self._note_levels(current, scope)
         evidence: dict[str, list[Evidence]] = defaultdict(list)
         for e in current.seen.values():
             evidence[e.service].append(e)
@@ -1015,6 +1092,7 @@ class Correlator:
             evidence,
             changes,
             self._window,
+            self._standing(current),
         )
         chain = sorted(
             (min(ev, key=lambda e: e.onset) for ev in evidence.values()),
@@ -1044,6 +1122,12 @@ class Correlator:
                 "changes": changes,
             }
         )
+
+
+def _excess(a: Anomaly) -> float:
+    """How far an anomaly's value is past its expected value, harmful side."""
+    expected = a.expected if a.expected is not None else a.value
+    return a.value - expected if a.direction == "up" else expected - a.value
 
 
 def _top(incident: Incident) -> tuple[str, ...]:

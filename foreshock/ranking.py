@@ -21,18 +21,25 @@ arrived at them are ranked down as loaded by it. A third-party endpoint is
 ranked a little below a service of our own at equal evidence. A deploy or
 other change of a candidate shortly before its trouble raises it, and is
 given as the first reason.
+
+Speed and failures of a dependency reach its callers at once. Evidence of
+that kind that was anomalous for a while before users were hit, and no
+worse once they were (the correlator says which), shows what users put up
+with, not why they are hit now: when another service of the deep stack has
+trouble of its own that came with the users', a candidate is judged by its
+other evidence, and one with none other is ranked down.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
 
 from foreshock.layers import USER_FACING, Layer
 from foreshock.records import Anomaly, Candidate, Change, Evidence
 from foreshock.topology import Topology
 
-__all__ = ["is_symptom", "is_throughput_up", "rank_candidates"]
+__all__ = ["FELT_BY_CALLERS", "is_symptom", "is_throughput_up", "rank_candidates"]
 
 # An incident names its five likeliest causes.
 _KEEP = 5
@@ -41,7 +48,11 @@ _KEEP = 5
 # our own behind a load balancer). At equal evidence, a service of our own is
 # the likelier cause.
 _THIRD_PARTY = 0.9
-_FELT_BY_CALLERS = frozenset({"availability", "functionality", "speed"})
+# What callers feel of a dependency, at once: its speed and its failures.
+FELT_BY_CALLERS = frozenset({"availability", "functionality", "speed"})
+# A candidate whose evidence all held steady while users were fine is ranked
+# as one that may be explained by its dependencies.
+_STANDING = 0.6
 _FAILURES = frozenset({"availability", "functionality"})
 
 
@@ -52,12 +63,19 @@ def rank_candidates(
     evidence: dict[str, list[Evidence]],
     changes: list[Change],
     window: timedelta,
+    standing: Collection[tuple[str, str]] = (),
 ) -> list[Candidate]:
     """The five likeliest causes among the services with `evidence`.
 
     `users` are the user-facing services affected (or at risk), `users_hit`
     when their trouble started (for a warning: now), `changes` the deploys
-    and other changes in scope, and `window` the window length.
+    and other changes in scope, and `window` the window length. `standing`
+    names the (service, KPI) of evidence that was as bad while users were
+    still fine as since they were hit. It does not say why they are hit now
+    as well as trouble that came with them: a candidate's strength comes
+    from its other evidence, and one with no other is ranked down when
+    another service of the deep stack has trouble of its own (nothing
+    explains it) that came with the users'.
     """
     origins = _demand_origins(topology, evidence)
     passed_on = {s for s, found in origins.items() if s not in found}
@@ -67,6 +85,10 @@ def rank_candidates(
         for o in found:
             demand_onset[o] = min(start, demand_onset.get(o, start))
     senders = set(demand_onset)
+    # Services with standing evidence: the strength of the rest, if any.
+    steady: dict[str, float | None] = {}
+    news: set[str] = set()
+    # (graph factor, onset, service, reasons, evidence cited)
     scored: list[tuple[float, datetime, str, list[str], list[Evidence]]] = []
     for service in sorted(evidence.keys() | senders):
         ev = evidence.get(service, [])
@@ -89,7 +111,7 @@ def rank_candidates(
         if all(e.dimension == "throughput" and e.direction == "down" for e in cited):
             continue
         onset = min(e.onset for e in cited)
-        strength = max(e.score for e in cited) + 0.05 * min(len(cited) - 1, 4)
+        fresh = [e for e in cited if (e.service, e.kpi) not in standing]
         lead = (users_hit - onset).total_seconds()
         if lead > 0:
             reasons.append(f"anomalous {lead / 60:.0f} min before users were affected")
@@ -97,12 +119,17 @@ def rank_candidates(
         # requests reached it is loaded by them, not an explanation; one they
         # did not reach still explains it.
         sent_from = demand_onset.get(service)
+        # What a dependency can explain is trouble: a shift in traffic that
+        # came first (more bytes received, say) does not make it later.
+        troubled_at = min(
+            (e.onset for e in own if e.dimension != "throughput"), default=onset
+        )
         explained_by = [
             d
             for d in _troubled_reach(topology, service, evidence)
             if (d_onset := _felt_by_callers(evidence.get(d, []))) is not None
             and d not in origins
-            and d_onset <= onset
+            and d_onset <= troubled_at
             and (
                 sent_from is None
                 or d_onset < sent_from
@@ -135,6 +162,11 @@ def rank_candidates(
                 "its request rate rose: demand sent by "
                 + ", ".join(sorted(origins[service]))
             )
+        layer = topology.layers.get(service, cited[0].layer)
+        if graph == 1.0 and layer not in USER_FACING and _troubled(fresh):
+            news.add(service)
+        if len(fresh) < len(cited):
+            steady[service] = _strength(fresh) if fresh else None
         if topology.layers.get(service, cited[0].layer) is Layer.THIRD_PARTY:
             graph *= _THIRD_PARTY
         change = _cause_of(changes, service, onset, window)
@@ -145,9 +177,21 @@ def rank_candidates(
                 0,
                 f"{change.describe()}, {max(before, 0):.0f} min before its trouble",
             )
-        scored.append((strength * graph, onset, service, reasons, cited))
+        scored.append((graph, onset, service, reasons, cited))
 
-    scored.sort(key=lambda t: (-t[0], t[1], t[2]))
+    ranked: list[tuple[float, datetime, str, list[str], list[Evidence]]] = []
+    for graph, onset, service, reasons, cited in scored:
+        strength = _strength(cited)
+        if service in steady and news - {service}:
+            rest = steady[service]
+            if rest is None:
+                reasons.append(
+                    "its trouble was as bad before users were affected, while "
+                    "they were fine"
+                )
+            strength = rest if rest is not None else strength * _STANDING
+        ranked.append((strength * graph, onset, service, reasons, cited))
+    ranked.sort(key=lambda t: (-t[0], t[1], t[2]))
     distances = _distances(topology, users)
     return [
         Candidate(
@@ -160,8 +204,20 @@ def rank_candidates(
             reasons=reasons,
             evidence=cited,
         )
-        for i, (score, onset, service, reasons, cited) in enumerate(scored[:_KEEP])
+        for i, (score, onset, service, reasons, cited) in enumerate(ranked[:_KEEP])
     ]
+
+
+def _troubled(evidence: list[Evidence]) -> bool:
+    # Traffic alone is no trouble of a service's own: it is demand, judged
+    # apart.
+    return any(e.dimension != "throughput" for e in evidence)
+
+
+def _strength(evidence: list[Evidence]) -> float:
+    # The strongest anomaly, and a little for each further series that shows
+    # it, up to four.
+    return max(e.score for e in evidence) + 0.05 * min(len(evidence) - 1, 4)
 
 
 def _demand_origins(
@@ -205,7 +261,7 @@ def _felt_by_callers(evidence: list[Evidence]) -> datetime | None:
     reaches no caller by itself; when only that is anomalous, the
     dependency explains none of its callers' trouble.
     """
-    felt = [e.onset for e in evidence if e.dimension in _FELT_BY_CALLERS]
+    felt = [e.onset for e in evidence if e.dimension in FELT_BY_CALLERS]
     return min(felt, default=None)
 
 
@@ -271,7 +327,7 @@ def _can_explain(dependency: list[Evidence], own: list[Evidence]) -> bool:
     unit: a system whose services report speed in different units (seconds
     here, milliseconds there) is misjudged until its KPIs share one.
     """
-    felt = {e.dimension for e in dependency if e.dimension in _FELT_BY_CALLERS}
+    felt = {e.dimension for e in dependency if e.dimension in FELT_BY_CALLERS}
     if felt != {"speed"}:
         return True
     mine, theirs = _added_delay(own), _added_delay(dependency)

@@ -393,6 +393,47 @@ def test_trouble_within_the_cool_down_of_an_incident_is_its_tail() -> None:
     assert _warnings(out) == []
 
 
+def _after_an_incident(bad_minutes: dict[Series, set[int]]) -> list[Output]:
+    """Users hit at minutes 2-4 by a slow db (from minute 1), then `bad_minutes`.
+
+    The incident blames the db and resolves at 08:10 (see above).
+    """
+    bad = {DB_TIME: {1, 2, 3, 4}, PAGE_LOAD: {2, 3, 4}}
+    for series, minutes in bad_minutes.items():
+        bad[series] = bad.get(series, set()) | minutes
+    correlator = Correlator(SHOP)
+    out: list[Output] = []
+    for minute in range(25):
+        for series, minutes in bad.items():
+            out += correlator.observe(_score(minute, series, minute in minutes))
+    return out + correlator.flush()
+
+
+def test_new_trouble_elsewhere_after_an_incident_resolved_warns() -> None:
+    # catalog turns slow at 14, after the incident resolved: not what it
+    # left behind, nor the service it blamed. It warns once confirmed.
+    out = _after_an_incident({CATALOG_LATENCY: {14, 15, 16, 17}})
+
+    pages = [(w.service, w.status, f"{w.published_at:%H:%M}") for w in _warnings(out)]
+    assert pages == [("catalog", "open", "08:16")]
+
+
+def test_the_blamed_service_acting_up_again_joins_a_new_warning() -> None:
+    # The db slows again at 14 (the incident's tail: no warning of its
+    # own); orders, which calls it, slows from 15 and warns at 08:17. The
+    # db joins that warning a window later and, slow first, explains it.
+    out = _after_an_incident({DB_TIME: {14, 15, 16, 17}, ORDERS_LATENCY: {15, 16, 17}})
+
+    pages = [
+        (w.status, f"{w.published_at:%H:%M}", [c.service for c in w.root_causes])
+        for w in _warnings(out)
+    ]
+    assert pages == [
+        ("open", "08:17", ["orders"]),
+        ("updated", "08:18", ["db", "orders"]),
+    ]
+
+
 def test_calls_seen_in_traces_extend_the_call_graph() -> None:
     # Nothing configured says web calls payments; the edge series of its
     # spans ("web->payments", timed at the caller) do. Calls to payments

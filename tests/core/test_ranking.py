@@ -208,3 +208,63 @@ def test_a_dependency_the_extra_requests_missed_still_explains_the_sender() -> N
 
     # The api: (1.0 + 0.05 for the rise it sent) x 0.6, explained by the db.
     assert _scores(ranked) == [("db", 0.9), ("api", 0.63)]
+
+
+def test_evidence_that_held_steady_while_users_were_fine_counts_less() -> None:
+    # search has been slow since users were fine, and no slower since; db
+    # turned slow when they were hit. Siblings: neither explains the other.
+    steady = _evidence("search", 0, score=1.0)
+    new = _evidence("db", 10, score=0.9)
+
+    ranked = rank_candidates(
+        GRAPH,
+        {"web"},
+        USERS_HIT,
+        {"search": [steady], "db": [new]},
+        [],
+        WINDOW,
+        standing={("search", "latency_p50")},
+    )
+
+    # search: 1.0 x 0.6 for evidence that all held steady.
+    assert _scores(ranked) == [("db", 0.9), ("search", 0.6)]
+
+
+def test_a_candidate_with_new_evidence_too_is_judged_by_the_new() -> None:
+    steady = _evidence("search", 0, score=1.0)
+    failing = _evidence(
+        "search", 10, kpi="error_rate", dimension="functionality", score=0.8
+    )
+    new = _evidence("db", 10, score=0.9)
+
+    ranked = rank_candidates(
+        GRAPH,
+        {"web"},
+        USERS_HIT,
+        {"search": [steady, failing], "db": [new]},
+        [],
+        WINDOW,
+        standing={("search", "latency_p50")},
+    )
+
+    # search: the strength of its errors alone, 0.8, with no penalty.
+    assert _scores(ranked) == [("db", 0.9), ("search", 0.8)]
+
+
+def test_more_bytes_before_the_trouble_do_not_put_it_before_its_cause() -> None:
+    # The api receives more bytes from minute 0 and turns slow at 10 (0.45 s
+    # more); the db below it is slow from minute 5 (0.3 s more). The api's
+    # trouble starts at 10, after the db's: 1.0 + 0.05 for two series,
+    # x 0.6 as the db's symptom.
+    more_bytes = _evidence(
+        "api", 0, kpi="network_receive_bytes", dimension="throughput", value=9e3
+    ).model_copy(
+        update={"layer": Layer.INFRASTRUCTURE, "direction": "up", "expected": 5e3}
+    )
+    slow = _evidence("api", 10, value=0.65, expected=0.2)
+    db = _evidence("db", 5, value=0.31, expected=0.01, score=0.9)
+
+    ranked = _rank(more_bytes, slow, db)
+
+    assert _scores(ranked) == [("db", 0.9), ("api", 0.63)]
+    assert "may be explained by its dependencies: db" in ranked[1].reasons
