@@ -261,7 +261,11 @@ def _detect_builder(config: FlowConfig) -> Callable[[bytes | None], DetectLogic]
 def _correlate_builder(config: FlowConfig) -> Callable[[bytes | None], CorrelateLogic]:
     def build(resume: bytes | None) -> CorrelateLogic:
         if resume:
-            logic = CorrelateLogic(pickle.loads(resume))
+            correlator = pickle.loads(resume)
+            # What it learned comes from the snapshot, how to judge from the
+            # settings of this run: changed settings apply after a restart.
+            correlator.config = config.correlation
+            logic = CorrelateLogic(correlator)
         else:
             book = SuppressionBook(default_detector=config.detector)
             correlator = Correlator(config.topology, config.correlation, book)

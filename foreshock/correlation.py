@@ -64,8 +64,9 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 from foreshock.edges import suspects
 from foreshock.feedback import SuppressionBook
@@ -172,6 +173,38 @@ class CorrelationConfig:
     settle_windows: int = 0
 
 
+_S = TypeVar("_S")
+
+
+def _resumable(cls: type[_S]) -> type[_S]:
+    """Let state kept in a snapshot resume in a later version that added a
+    field to it: the field a snapshot lacks takes its default.
+
+    Every class of the correlator's state is marked so, since a job is
+    upgraded by resuming its last snapshot.
+    """
+
+    def resume(self: Any, state: tuple[Any, dict[str, Any]]) -> None:
+        _, kept = state
+        for f in fields(self):
+            if f.name in kept:
+                value = kept[f.name]
+            elif f.default_factory is not MISSING:
+                value = f.default_factory()
+            elif f.default is not MISSING:
+                value = f.default
+            else:
+                raise ValueError(
+                    f"a snapshot of {cls.__name__} lacks {f.name!r}, which has no "
+                    "default; it was taken by another version of Foreshock"
+                )
+            setattr(self, f.name, value)
+
+    cls.__setstate__ = resume  # type: ignore[attr-defined]
+    return cls
+
+
+@_resumable
 @dataclass(slots=True)
 class _Episode:
     """A run of anomalous windows of one series.
@@ -185,6 +218,7 @@ class _Episode:
     excess: list[tuple[datetime, float]] = field(default_factory=list)
 
 
+@_resumable
 @dataclass(slots=True)
 class _Open:
     incident: Incident
@@ -203,6 +237,7 @@ class _Open:
     since_hit: dict[tuple[Layer, str, str], float] = field(default_factory=dict)
 
 
+@_resumable
 @dataclass(slots=True)
 class _Warning:
     """An early warning still gathering services, and when it last grew."""
@@ -215,6 +250,7 @@ class _Warning:
     series: dict[tuple[Layer, str, str], datetime] = field(default_factory=dict)
 
 
+@_resumable
 @dataclass(slots=True)
 class _ChangeCheck:
     """A change under watch: its series' levels before, their values since."""
