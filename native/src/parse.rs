@@ -11,6 +11,8 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use smallvec::SmallVec;
 
 use crate::schema::{FieldSpec, FieldType, Scalar, Schema};
@@ -355,51 +357,48 @@ impl<'a> Visitor<'a> for KeySeed {
     }
 }
 
-/// A scalar value; an object or array is refused.
+/// A scalar value, read from its JSON text; an object or array is refused.
 struct ScalarSeed;
 
 impl<'a> DeserializeSeed<'a> for ScalarSeed {
     type Value = Scalar<'a>;
 
     fn deserialize<D: Deserializer<'a>>(self, reader: D) -> Result<Self::Value, D::Error> {
-        reader.deserialize_any(self)
+        let raw: &'a RawValue = Deserialize::deserialize(reader)?;
+        scalar(raw.get()).ok_or_else(refused)
     }
 }
 
-impl<'a> Visitor<'a> for ScalarSeed {
-    type Value = Scalar<'a>;
+/// The scalar of a JSON value's text (valid JSON, as serde_json checked).
+///
+/// Numbers are read by Rust's own parsers, which round correctly however
+/// many digits there are, as Python does; serde_json's float reading only
+/// promises to read back what it writes. A number beyond the finite floats
+/// is left to the model.
+fn scalar(text: &str) -> Option<Scalar<'_>> {
+    Some(match text.as_bytes().first()? {
+        b'"' => {
+            let inner = &text[1..text.len() - 1];
+            if inner.contains('\\') {
+                Scalar::Str(Cow::Owned(serde_json::from_str::<String>(text).ok()?))
+            } else {
+                Scalar::Str(Cow::Borrowed(inner))
+            }
+        }
+        b't' => Scalar::Bool(true),
+        b'f' => Scalar::Bool(false),
+        b'n' => Scalar::Null,
+        b'{' | b'[' => return None,
+        _ if text.bytes().all(|b| b.is_ascii_digit() || b == b'-') => match text.parse::<i64>() {
+            Ok(integer) => Scalar::Int(integer),
+            Err(_) => Scalar::Float(finite(text)?),
+        },
+        _ => Scalar::Float(finite(text)?),
+    })
+}
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a scalar")
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Scalar::Null)
-    }
-
-    fn visit_bool<E: de::Error>(self, value: bool) -> Result<Self::Value, E> {
-        Ok(Scalar::Bool(value))
-    }
-
-    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Self::Value, E> {
-        Ok(Scalar::Int(value))
-    }
-
-    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Self::Value, E> {
-        Ok(i64::try_from(value).map_or(Scalar::Float(value as f64), Scalar::Int))
-    }
-
-    fn visit_f64<E: de::Error>(self, value: f64) -> Result<Self::Value, E> {
-        Ok(Scalar::Float(value))
-    }
-
-    fn visit_borrowed_str<E: de::Error>(self, text: &'a str) -> Result<Self::Value, E> {
-        Ok(Scalar::Str(Cow::Borrowed(text)))
-    }
-
-    fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
-        Ok(Scalar::Str(Cow::Owned(text.to_owned())))
-    }
+fn finite(text: &str) -> Option<f64> {
+    text.parse::<f64>().ok().filter(|f| f.is_finite())
 }
 
 /// An event time in microseconds (see `crate::time`).

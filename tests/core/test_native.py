@@ -189,3 +189,37 @@ def test_a_run_tallies_as_the_rules_say(kind: str, seed: int) -> None:
 
     assert taken == 1
     assert _exact(found[5:]) == _exact(_python(kind, [e.payload for e in events]))
+
+
+NUMBERS = [
+    "0.1000000000000000055511151231257827",
+    "123456789012345678901234567890",
+    "9007199254740993",
+    "-0",
+    "-0.0",
+    "1E5",
+    "2.5e-3",
+    "4.9406564584124654e-324",
+    "1.7976931348623157e308",
+]
+
+
+@pytest.mark.parametrize("number", NUMBERS)
+def test_a_number_is_read_as_the_model_reads_it(number: str) -> None:
+    data = (
+        '{"time": "2025-03-04T10:00:00Z", "layer": "api", "service": "a", '
+        '"payload": {"kind": "http_request", "status": 200, '
+        f'"duration_ms": {number}}}}}'
+    ).encode()
+    [event], _ = decode_native(data)
+
+    taken, [found] = _scan([data])
+
+    assert taken == 1
+    assert _exact(found[5:]) == _exact(_python("http_request", [event.payload]))
+
+
+def test_a_number_beyond_the_floats_is_left_to_the_model() -> None:
+    data = _doc(p_duration_ms=0).replace(b'"duration_ms": 0', b'"duration_ms": 1e400')
+
+    assert _scan([data]) == (0, [])
