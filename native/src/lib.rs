@@ -278,9 +278,14 @@ impl Skew {
         let Some(received_ms) = received_ms else {
             return true;
         };
-        let received_us = received_ms * 1000;
-        self.ahead_us.is_none_or(|a| latest - received_us <= a)
-            && self.behind_us.is_none_or(|b| received_us - earliest <= b)
+        // In 128 bits: a producer may stamp any 64-bit time, and no sum
+        // here may wrap.
+        let received_us = i128::from(received_ms) * 1000;
+        self.ahead_us
+            .is_none_or(|a| i128::from(latest) - received_us <= i128::from(a))
+            && self
+                .behind_us
+                .is_none_or(|b| received_us - i128::from(earliest) <= i128::from(b))
     }
 }
 

@@ -223,3 +223,24 @@ def test_a_number_beyond_the_floats_is_left_to_the_model() -> None:
     data = _doc(p_duration_ms=0).replace(b'"duration_ms": 0', b'"duration_ms": 1e400')
 
     assert _scan([data]) == (0, [])
+
+
+# Receive times (ms) whose microseconds, wrapped to 64 bits, would equal the
+# event's own time: a scanner that wrapped would find no skew.
+WRAPPING = [-9223370295772375558, -4611684277344987654, 2**63 - 1, -(2**63)]
+
+
+@pytest.mark.parametrize("stamp_ms", WRAPPING)
+def test_a_receive_time_at_the_ends_of_64_bits_is_judged_without_wrapping(
+    stamp_ms: int,
+) -> None:
+    scanner = foreshock_native.Scanner(
+        description(), SPEC._align_us, SPEC._slide_us, SPEC._length_us
+    )
+
+    stop, *_ = scanner.scan(
+        [_doc()], [stamp_ms], 0, -FAR, False, -FAR, FAR, 30_000_000, 0, None
+    )
+
+    # An event time this far from its receipt is skewed: the model's way.
+    assert stop == 0
