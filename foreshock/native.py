@@ -40,7 +40,7 @@ import types
 import typing
 from enum import Enum
 from functools import cache
-from typing import Annotated, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import annotated_types
 from pydantic import AwareDatetime, BaseModel
@@ -48,30 +48,17 @@ from pydantic.fields import FieldInfo
 
 from foreshock.measure import RULES
 from foreshock.schema import Event
-from foreshock.windows import ScannedTally, WindowSpec, WindowStore
+from foreshock.windows import WindowSpec, WindowStore
+
+if TYPE_CHECKING:
+    from foreshock_native import Scanner
 
 __all__ = ["NativeScanner", "description", "scanner_for"]
 
 log = logging.getLogger(__name__)
 
 
-class _Extension(Protocol):
-    def scan(
-        self,
-        values: list[bytes | None],
-        timestamps: list[int | None],
-        start: int,
-        first: int,
-        closed_any: bool,
-        max_us: int,
-        close_at_us: int,
-        ahead_us: int | None,
-        behind_us: int | None,
-        max_bytes: int | None,
-    ) -> tuple[int, int, int, int, int | None, list[ScannedTally]]: ...
-
-
-def _extension() -> type | None:
+def _extension() -> type[Scanner] | None:
     try:
         from foreshock_native import Scanner
     except ImportError:
@@ -199,7 +186,7 @@ class NativeScanner:
     Python way, then asks again from the next.
     """
 
-    def __init__(self, extension: _Extension, store: WindowStore) -> None:
+    def __init__(self, extension: Scanner, store: WindowStore) -> None:
         self._extension = extension
         self._store = store
         # Events taken so far, for telemetry and tests.
@@ -254,7 +241,7 @@ def scanner_for(store: WindowStore) -> NativeScanner | None:
 
 
 @cache
-def _made(spec: WindowSpec) -> _Extension | None:
+def _made(spec: WindowSpec) -> Scanner | None:
     made = _extension()
     if made is None:
         log.info(
@@ -263,9 +250,7 @@ def _made(spec: WindowSpec) -> _Extension | None:
         )
         return None
     try:
-        scanner: _Extension = made(
-            description(), spec._align_us, spec._slide_us, spec._length_us
-        )
+        scanner = made(description(), spec._align_us, spec._slide_us, spec._length_us)
     except (ValueError, OverflowError) as error:
         log.warning(
             "native scanner refused the schema or windows, every event is "
