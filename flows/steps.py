@@ -118,12 +118,12 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
         self.excluded: Counter[str] = Counter()
         self._skew = _SkewBounds.of(self.limits)
         self._log = _BatchLog()
-        # False keeps every native event on the Python path (for comparison).
-        self._scanner = scanner_for(store) if native else None
         policy = store.policy
         self._tracks_receipt = (
             policy.backfill_after_s is not None and policy.backfill_clock == "receive"
         )
+        # False keeps every native event on the Python path (for comparison).
+        self._scanner = scanner_for(store, self._tracks_receipt) if native else None
         # A store resumed from a snapshot starts its idle timeout afresh.
         store.restart_idle_clock(clock())
         # The shard this step keeps (named by its first batch, or restored),
@@ -312,11 +312,9 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
         late: list[LateSample] = []
         at = 0
         while at < len(messages):
-            stop, events, received = scanner.take(values, stamps, at, skew, bound)
+            stop, events = scanner.take(values, stamps, at, skew, bound)
             if events:
                 batch.skip(events)
-                if received is not None and self._tracks_receipt:
-                    store.received_us = max(store.received_us or 0, received * 1000)
                 at = stop
             if at == len(messages):
                 break

@@ -46,6 +46,7 @@ import annotated_types
 from pydantic import AwareDatetime, BaseModel
 from pydantic.fields import FieldInfo
 
+from foreshock import telemetry
 from foreshock.measure import RULES
 from foreshock.schema import Event
 from foreshock.windows import WindowSpec, WindowStore
@@ -182,14 +183,18 @@ class NativeScanner:
     """The scanner of one shard's window step, on that step's window store.
 
     `take` hands the scanner messages from a position on and adds what it
-    took to the store; the caller sends the message it stopped at the
-    Python way, then asks again from the next.
+    took to the store; the caller sends what it handed back the Python way,
+    then asks again from the next message. With `tracks_receipt`, the
+    store's latest receive time follows the messages taken too.
     """
 
-    def __init__(self, extension: Scanner, store: WindowStore) -> None:
+    def __init__(
+        self, extension: Scanner, store: WindowStore, tracks_receipt: bool = False
+    ) -> None:
         self._extension = extension
         self._store = store
-        # Events taken so far, for telemetry and tests.
+        self._tracks_receipt = tracks_receipt
+        # Events taken so far.
         self.taken = 0
 
     def take(
@@ -199,21 +204,20 @@ class NativeScanner:
         start: int,
         skew: tuple[int | None, int | None],
         max_bytes: int | None,
-    ) -> tuple[int, int, int | None]:
+    ) -> tuple[int, int]:
         """Take messages from `start` into the store while the scanner can.
 
-        Returns the index of the first message not taken, how many events
-        were taken, and the latest receive time (ms) of a message taken;
-        the caller sends every message from `start` up to and including the
-        first not taken the Python way when none were taken. Nothing is
-        taken before the store has seen its first event, nor when a service
-        in the messages would pass the store's cap: the Python path places
-        those, and refuses them with their reason.
+        Returns the index of the first message not taken and how many
+        events were taken. When none were, every message from `start` up to
+        and including that index is the caller's to place the Python way.
+        Nothing is taken before the store has seen its first event, nor
+        when a service in the messages would pass the store's cap: the
+        Python path places those, and refuses them with their reason.
         """
         store = self._store
         state = store.scan_state()
         if state is None:
-            return start, 0, None
+            return start, 0
         first, closed_any, max_us, close_at_us = state
         ahead_us, behind_us = skew
         stop, events, first, max_us, received, tallies = self._extension.scan(
@@ -229,15 +233,22 @@ class NativeScanner:
             max_bytes,
         )
         if stop == start or not store.add_tallies(tallies, first, max_us):
-            return stop, 0, None
+            return stop, 0
+        if received is not None and self._tracks_receipt:
+            store.received_us = max(store.received_us or 0, received * 1000)
         self.taken += events
-        return stop, events, received
+        telemetry.scanned(events)
+        return stop, events
 
 
-def scanner_for(store: WindowStore) -> NativeScanner | None:
+def scanner_for(
+    store: WindowStore, tracks_receipt: bool = False
+) -> NativeScanner | None:
     """A scanner for `store`'s windows; None without the extension."""
     extension = _made(store.spec)
-    return None if extension is None else NativeScanner(extension, store)
+    if extension is None:
+        return None
+    return NativeScanner(extension, store, tracks_receipt)
 
 
 @cache

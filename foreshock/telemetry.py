@@ -14,6 +14,8 @@ What is counted, and where it is read:
                 foreshock_tombstones_total                   records with no
                                                              value, skipped
                 foreshock_late_events_total                  events too late
+                foreshock_events_scanned_total               events the native
+                                                             scanner took
                 foreshock_windows_closed_total               per shard
                 foreshock_series_live{shard}                 KPI series
                 foreshock_processing_delay_seconds{shard}    wall clock minus
@@ -85,6 +87,11 @@ _TOMBSTONES = Counter(
 )
 _LATE = Counter(
     "foreshock_late_events", "Events that arrived after their window had closed."
+)
+_SCANNED = Counter(
+    "foreshock_events_scanned",
+    "Events the native scanner placed in their windows; the rest of the "
+    "decoded events went the Python way.",
 )
 _WINDOWS_CLOSED = Counter(
     "foreshock_windows_closed",
@@ -217,6 +224,11 @@ def correlated(outputs: Iterable[Incident | EarlyWarning | DataGap]) -> None:
 def consumer_lag(topic: str, partition: int, lag: int) -> None:
     """A Kafka partition is `lag` records behind its high watermark."""
     _LAG.labels(topic, str(partition)).set(lag)
+
+
+def scanned(events: int) -> None:
+    """The native scanner placed `events` events in their windows."""
+    _SCANNED.inc(events)
 
 
 def output_refused(topic: str) -> None:
