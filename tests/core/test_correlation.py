@@ -2,8 +2,9 @@ from datetime import UTC, datetime, timedelta
 
 from foreshock.correlation import CorrelationConfig, Correlator
 from foreshock.layers import Layer
-from foreshock.records import EarlyWarning, Incident, KpiRecord, KpiScore
+from foreshock.records import EarlyWarning, Incident, KpiScore
 from foreshock.topology import Topology
+from tests.core.scores import scored
 
 T0 = datetime(2025, 3, 4, 10, 0, tzinfo=UTC)
 TOPOLOGY = Topology.from_edges(
@@ -28,26 +29,20 @@ def _score(
     minute: int, layer: Layer, service: str, kpi: str, bad: bool, state: str = "ok"
 ) -> KpiScore:
     start = T0 + timedelta(minutes=minute)
-    record = KpiRecord(
-        layer=layer,
-        service=service,
-        kpi=kpi,
-        dimension="speed",
-        direction="up",
-        unit="ms",
-        window_start=start,
-        window_end=start + timedelta(minutes=1),
-        value=None if state != "ok" else (900.0 if bad else 100.0),
-        state=state,  # type: ignore[arg-type]
-    )
-    return KpiScore(
-        kpi=record,
-        detector="test",
-        score=None if state != "ok" else (0.99 if bad else 0.1),
-        expected=None if state != "ok" else 100.0,
-        side=1,
-        detector_state="ready",
+    if state != "ok":
+        return scored(
+            start, layer, service, kpi, None, expected=None, anomalous=bad, state=state
+        )
+    value = 900.0 if bad else 100.0
+    return scored(
+        start,
+        layer,
+        service,
+        kpi,
+        value,
+        expected=100.0,
         anomalous=bad,
+        score=0.99 if bad else 0.1,
     )
 
 

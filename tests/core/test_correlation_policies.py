@@ -15,8 +15,9 @@ from flows.steps import CorrelateLogic
 from foreshock.correlation import CorrelationConfig, Correlator, Output
 from foreshock.kpis import Dimension
 from foreshock.layers import Layer
-from foreshock.records import EarlyWarning, Incident, KpiRecord, KpiScore
+from foreshock.records import EarlyWarning, Incident, KpiScore
 from foreshock.topology import Topology
+from tests.core.scores import scored
 
 T0 = datetime(2025, 3, 4, 8, 0, tzinfo=UTC)
 
@@ -63,27 +64,18 @@ def _score(
     bad_value: float = 3.0,
 ) -> KpiScore:
     layer, service, kpi, dimension = series
-    start = T0 + timedelta(minutes=minute)
-    record = KpiRecord(
-        layer=layer,
-        service=service,
-        kpi=kpi,
+    return scored(
+        T0 + timedelta(minutes=minute),
+        layer,
+        service,
+        kpi,
+        bad_value if bad else 1.0,
+        expected=1.0,
+        anomalous=bad,
+        unit="1",
         dimension=dimension,
         direction="both" if dimension == "throughput" else "up",
-        unit="1",
-        window_start=start,
-        window_end=start + timedelta(minutes=1),
-        value=bad_value if bad else 1.0,
-        state="ok",
-    )
-    return KpiScore(
-        kpi=record,
-        detector="test",
-        score=0.95 if bad else 0.1,
-        expected=1.0,
-        side=1,
-        detector_state=detector_state,  # type: ignore[arg-type]
-        anomalous=bad,
+        detector_state=detector_state,
     )
 
 

@@ -7,8 +7,9 @@ from foreshock.correlation import Correlator
 from foreshock.edges import suspect_of, suspects
 from foreshock.layers import Layer
 from foreshock.ranking import rank_candidates
-from foreshock.records import EarlyWarning, Evidence, KpiRecord, KpiScore
+from foreshock.records import EarlyWarning, Evidence, KpiScore
 from foreshock.topology import Topology
+from tests.core.scores import scored
 
 T0 = datetime(2025, 3, 4, 8, 0, tzinfo=UTC)
 
@@ -82,26 +83,9 @@ def test_a_series_of_a_service_is_its_own_trouble() -> None:
 
 def _score(minute: int, service: str, kpi: str, bad: bool) -> KpiScore:
     start = T0 + timedelta(minutes=minute)
-    record = KpiRecord(
-        layer=Layer.API,
-        service=service,
-        kpi=kpi,
-        dimension="speed",
-        direction="up",
-        unit="s",
-        window_start=start,
-        window_end=start + timedelta(minutes=1),
-        value=0.3 if bad else 0.005,
-        state="ok",
-    )
-    return KpiScore(
-        kpi=record,
-        detector="test",
-        score=0.95 if bad else 0.1,
-        expected=0.005,
-        side=1,
-        detector_state="ready",
-        anomalous=bad,
+    value = 0.3 if bad else 0.005
+    return scored(
+        start, Layer.API, service, kpi, value, expected=0.005, anomalous=bad, unit="s"
     )
 
 

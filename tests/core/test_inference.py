@@ -5,8 +5,9 @@ from datetime import UTC, datetime, timedelta
 from foreshock.correlation import CorrelationConfig, Correlator
 from foreshock.inference import LeadLag
 from foreshock.layers import Layer
-from foreshock.records import Incident, KpiRecord, KpiScore
+from foreshock.records import Incident, KpiScore
 from foreshock.topology import Topology
+from tests.core.scores import scored
 
 T0 = datetime(2025, 3, 4, 8, 0, tzinfo=UTC)
 
@@ -47,26 +48,14 @@ def test_too_little_or_two_way_evidence_infers_nothing() -> None:
 
 
 def _score(minute: int, layer: Layer, service: str, bad: bool) -> KpiScore:
-    start = _at(minute)
-    record = KpiRecord(
-        layer=layer,
-        service=service,
-        kpi="latency_p95_ms",
-        dimension="speed",
-        direction="up",
-        unit="ms",
-        window_start=start,
-        window_end=start + timedelta(minutes=1),
-        value=900.0 if bad else 100.0,
-        state="ok",
-    )
-    return KpiScore(
-        kpi=record,
-        detector="test",
-        score=0.95 if bad else 0.1,
+    value = 900.0 if bad else 100.0
+    return scored(
+        _at(minute),
+        layer,
+        service,
+        "latency_p95_ms",
+        value,
         expected=100.0,
-        side=1,
-        detector_state="ready",
         anomalous=bad,
     )
 

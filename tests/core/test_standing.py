@@ -12,8 +12,9 @@ from datetime import UTC, datetime, timedelta
 
 from foreshock.correlation import CorrelationConfig, Correlator, Output
 from foreshock.layers import Layer
-from foreshock.records import Incident, KpiRecord, KpiScore
+from foreshock.records import Incident, KpiScore
 from foreshock.topology import Topology
+from tests.core.scores import scored
 
 T0 = datetime(2025, 3, 4, 8, 0, tzinfo=UTC)
 SHOP = Topology.from_edges(
@@ -30,27 +31,15 @@ LAYERS = {"web": Layer.FRONTEND, "api": Layer.API}
 
 def _score(minute: int, service: str, value: float) -> KpiScore:
     start = T0 + timedelta(minutes=minute)
-    record = KpiRecord(
-        layer=LAYERS.get(service, Layer.BACKEND),
-        service=service,
-        kpi="latency_p95_ms",
-        dimension="speed",
-        direction="up",
-        unit="ms",
-        window_start=start,
-        window_end=start + timedelta(minutes=1),
-        value=value,
-        state="ok",
-    )
-    bad = value > 1.0
-    return KpiScore(
-        kpi=record,
-        detector="test",
-        score=0.95 if bad else 0.1,
+    layer = LAYERS.get(service, Layer.BACKEND)
+    return scored(
+        start,
+        layer,
+        service,
+        "latency_p95_ms",
+        value,
         expected=1.0,
-        side=1,
-        detector_state="ready",
-        anomalous=bad,
+        anomalous=value > 1.0,
     )
 
 
