@@ -532,19 +532,30 @@ class WindowStore:
         are aggregated first, so that every measurement keeps input order.
         """
         admitted = self._series
-        services = {(_LAYERS[t[2]], t[3]) for t in tallies}
-        new = [key for key in services if key not in admitted]
         cap = self.policy.max_services
-        if new and cap is not None and len(admitted) + len(new) > cap:
-            return False
+        if cap is not None:
+            services = {(_LAYERS[t[2]], t[3]) for t in tallies}
+            new = [key for key in services if key not in admitted]
+            if len(admitted) + len(new) > cap:
+                return False
 
         self._flush()
-        for t in tallies:
-            low, last, layer_name, service, kind, events = t[:6]
-            layer = _LAYERS[layer_name]
+        for (
+            low,
+            last,
+            name,
+            service,
+            kind,
+            events,
+            counts,
+            values,
+            rejected,
+            versions,
+        ) in tallies:
+            layer = _LAYERS[name]
             if (layer, service) not in admitted:
                 admitted[(layer, service)] = {}
-            result = Tally(kind, events, t[6], t[7], t[8], t[9])
+            result = Tally(kind, events, counts, values, rejected, versions)
             for agg in self._aggregates(low, last, layer, service):
                 add_tally(agg, result)
 
