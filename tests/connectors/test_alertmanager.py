@@ -279,14 +279,16 @@ def test_open_alerts_are_re_sent_before_they_would_expire(
 def test_an_early_warning_ends_after_its_hold(
     alertmanager: RunningAlertmanager,
 ) -> None:
-    publisher = AlertPublisher(_config(alertmanager.url, warning_hold_s=1.0))
+    # Long enough to outlast `_now`'s truncation (up to a second) and a slow
+    # machine before the alerts are read; short enough to end within the wait.
+    publisher = AlertPublisher(_config(alertmanager.url, warning_hold_s=5.0))
     now = _now()
 
     publisher.publish(WARNING, now)
 
     alerts = alertmanager.alerts(warning_id="ew-1")
-    assert [_time(a["endsAt"]) for a in alerts] == [now + timedelta(seconds=1)] * 2
-    publisher.tick(now + timedelta(seconds=1))
+    assert [_time(a["endsAt"]) for a in alerts] == [now + timedelta(seconds=5)] * 2
+    publisher.tick(now + timedelta(seconds=5))
     assert publisher.open_alerts() == []
     wait_for(
         "the warnings to end",
