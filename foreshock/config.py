@@ -206,6 +206,7 @@ class CorrelationSettings(_Section):
     topology: Path | None = None
     lookback_s: float = Field(default=900.0, gt=0)
     resolve_after_windows: int = Field(default=5, ge=1)
+    resolve_excess_share: float = Field(default=0.25, ge=0)
     cooldown_s: float = Field(default=1800.0, ge=0)
     confirm_windows: int = Field(default=1, ge=1)
     warn_confirm_windows: int = Field(default=2, ge=1)

@@ -26,8 +26,14 @@ shows up, so the result does not depend on the order records arrive in.
   that episode goes on. If users are hit later, the incident cites the
   warning and records the lead time.
 - An incident resolves once every user-facing KPI that was anomalous has been
-  back to normal for `resolve_after_windows` windows of real data. Missing
-  data never counts as recovery. Within the cool-down after, its tail opens
+  back to normal for `resolve_after_windows` windows of real data: not
+  anomalous, and back near its level from before the incident (what it
+  still lacks of that level is at most `resolve_excess_share` of what it
+  lacked when it joined), since a detector that learns a long failure as
+  normal stops flagging it while users still suffer. Missing data never
+  counts as recovery. While an incident is open, each series' evidence is
+  its strongest window so far: what the failure showed does not wear away
+  as detectors adapt, and neither does the ranking built on it. Within the cool-down after, its tail opens
   no warning: trouble in its scope that began while it was open, and trouble
   of the service it blamed first. Its tail can join a warning that new
   trouble opened. Users hit again reopen it.
@@ -116,6 +122,12 @@ class ShardProgress:
 class CorrelationConfig:
     lookback_s: float = 900.0
     resolve_after_windows: int = 5
+    # A user-facing KPI is back to its baseline when what it still lacks of
+    # its level before the incident is at most this share of what it lacked
+    # when it joined the incident. The detector's verdict alone is not
+    # enough: one that has learned a long outage as normal stops flagging
+    # it while users still suffer.
+    resolve_excess_share: float = 0.25
     cooldown_s: float = 1800.0
     confirm_windows: int = 1
     # An anomalous series whose next anomaly comes within this gap (or one
@@ -174,6 +186,23 @@ class CorrelationConfig:
 
 
 _S = TypeVar("_S")
+
+
+def _stronger(kept: Evidence | None, found: Evidence) -> Evidence:
+    """A series' evidence in an open incident: its strongest window so far,
+    from its earliest onset.
+
+    Evidence only grows while an incident is open: a detector that learns a
+    long failure as normal scores its later windows lower, and that must
+    not wear away what the failure showed, nor the ranking built on it.
+    """
+    if kept is None:
+        return found
+    strongest = found if found.score >= kept.score else kept
+    onset = min(kept.onset, found.onset)
+    if strongest.onset == onset:
+        return strongest
+    return strongest.model_copy(update={"onset": onset})
 
 
 def _resumable(cls: type[_S]) -> type[_S]:
@@ -235,6 +264,12 @@ class _Open:
     # worst excess since (`_standing`).
     tolerated: dict[tuple[Layer, str, str], float] = field(default_factory=dict)
     since_hit: dict[tuple[Layer, str, str], float] = field(default_factory=dict)
+    # Per user-facing symptom, as it first joined: (its expected value then,
+    # the baseline recovery is judged by; how far it was past it; +1 when
+    # higher is worse, -1 when lower is).
+    baselines: dict[tuple[Layer, str, str], tuple[float, float, int]] = field(
+        default_factory=dict
+    )
 
 
 @_resumable
@@ -711,7 +746,12 @@ class Correlator:
                 yield current.incident
             current.user_services.add(service)
             for a in found:
-                current.symptoms[(a.layer, a.service, a.kpi)] = 0
+                key = (a.layer, a.service, a.kpi)
+                current.symptoms[key] = 0
+                if a.expected is not None and key not in current.baselines:
+                    side = 1 if a.direction == "up" else -1
+                    excess = (a.value - a.expected) * side
+                    current.baselines[key] = (a.expected, excess, side)
 
     def _incident_for(
         self, service: str, among: list[_Open] | None = None
@@ -771,7 +811,11 @@ class Correlator:
                 # A lone anomalous window does not undo a recovery (the same
                 # hysteresis that keeps it from opening an incident).
                 confirmed = self._runs.get(key, 0) >= self.config.confirm_windows
-                healthy = s.kpi.state == "ok" and not confirmed
+                healthy = (
+                    s.kpi.state == "ok"
+                    and not confirmed
+                    and self._back_to_baseline(current, key, s.kpi.value)
+                )
                 current.symptoms[key] = current.symptoms[key] + 1 if healthy else 0
         done = [
             c
@@ -785,6 +829,20 @@ class Correlator:
             current.resolved_at = now
             self._recent.append(current)
             yield current.incident
+
+    def _back_to_baseline(
+        self, current: _Open, key: tuple[Layer, str, str], value: float | None
+    ) -> bool:
+        """Whether a symptom's value is back near its level before the
+        incident (see `resolve_excess_share`); with no level known, the
+        detector's verdict stands alone."""
+        found = current.baselines.get(key)
+        if found is None or value is None:
+            return True
+        baseline, excess, side = found
+        if excess <= 0:
+            return True
+        return (value - baseline) * side <= self.config.resolve_excess_share * excess
 
     # -- early warnings -----------------------------------------------------------
 
@@ -1104,10 +1162,7 @@ class Correlator:
         for s in scope:
             for e in self._evidence_of(s):
                 key = (e.layer, e.service, e.kpi)
-                kept = current.seen.get(key)
-                if kept is not None and kept.onset < e.onset:
-                    e = e.model_copy(update={"onset": kept.onset})
-                current.seen[key] = e
+                current.seen[key] = _stronger(current.seen.get(key), e)
         self._note_levels(current, scope)
         evidence: dict[str, list[Evidence]] = defaultdict(list)
         for e in current.seen.values():

@@ -1,8 +1,8 @@
 from datetime import UTC, datetime, timedelta
 
-from foreshock.correlation import CorrelationConfig, Correlator
+from foreshock.correlation import CorrelationConfig, Correlator, _stronger
 from foreshock.layers import Layer
-from foreshock.records import EarlyWarning, Incident, KpiScore
+from foreshock.records import EarlyWarning, Evidence, Incident, KpiScore
 from foreshock.topology import Topology
 from tests.core.scores import scored
 
@@ -129,3 +129,82 @@ def test_a_lone_anomalous_window_needs_confirmation_when_asked() -> None:
     opened = [o for o in out if isinstance(o, Incident) and o.status == "open"]
     assert [o.opened_at for o in opened] == [T0 + timedelta(minutes=5)]
     assert opened[0].user_facing[0].onset == T0 + timedelta(minutes=3)
+
+
+def _adapting(web_after: float) -> list[Incident]:
+    """The database and the web are slow (900 ms against 100) from 10:03 and
+    10:05 to 10:14; from 10:14 the web is at `web_after`. The web's detector
+    flags it only until 10:08: from 10:09 it has learned 900 ms as normal."""
+    config = CorrelationConfig(resolve_after_windows=3, confirm_windows=1)
+    correlator = Correlator(TOPOLOGY, config)
+    out = []
+    for minute in range(24):
+        for layer, service, kpi, _ in SERIES:
+            slow = minute < 14 and minute >= {"orders-db": 3, "web": 5}.get(service, 99)
+            after = web_after if service == "web" and minute >= 14 else 100.0
+            value = 900.0 if slow else after
+            adapted = service == "web" and minute >= 9
+            start = T0 + timedelta(minutes=minute)
+            score = scored(
+                start,
+                layer,
+                service,
+                kpi,
+                value,
+                expected=900.0 if adapted else 100.0,
+                anomalous=slow and not adapted,
+            )
+            out += correlator.observe(score)
+    return [o for o in out + correlator.flush() if isinstance(o, Incident)]
+
+
+def test_an_incident_stays_open_while_users_suffer_though_the_detector_adapted() -> (
+    None
+):
+    incidents = _adapting(web_after=100.0)
+
+    # Back to 100 ms from 10:14; the third window back closes at 10:17, not
+    # at 10:12 as the adapted detector alone would have it.
+    assert incidents[-1].status == "resolved"
+    assert incidents[-1].resolved_at == T0 + timedelta(minutes=17)
+
+
+def test_a_partial_recovery_is_not_back_to_baseline() -> None:
+    # 400 ms still lacks 300 of the 800 the web lacked when it joined, more
+    # than the quarter `resolve_excess_share` allows.
+    incidents = _adapting(web_after=400.0)
+
+    assert incidents
+    assert all(i.status != "resolved" for i in incidents)
+
+
+def _evidence(score: float, minute: int) -> Evidence:
+    at = T0 + timedelta(minutes=minute)
+    return Evidence(
+        layer=Layer.API,
+        service="api",
+        kpi="latency_p95_ms",
+        dimension="speed",
+        direction="up",
+        value=100.0 * score,
+        expected=10.0,
+        score=score,
+        onset=at,
+        window_start=at,
+    )
+
+
+def test_an_incidents_evidence_keeps_its_strongest_window_from_its_first_onset() -> (
+    None
+):
+    first, weaker, stronger = _evidence(0.9, 1), _evidence(0.6, 5), _evidence(0.95, 7)
+
+    kept = _stronger(_stronger(first, weaker), stronger)
+
+    assert _stronger(first, weaker) == first
+    assert (kept.score, kept.value, kept.onset) == (
+        0.95,
+        95.0,
+        T0 + timedelta(minutes=1),
+    )
+    assert kept.window_start == T0 + timedelta(minutes=7)
