@@ -33,10 +33,11 @@ shows up, so the result does not depend on the order records arrive in.
   normal stops flagging it while users still suffer. Missing data never
   counts as recovery. While an incident is open, each series' evidence is
   its strongest window so far: what the failure showed does not wear away
-  as detectors adapt, and neither does the ranking built on it. Within the cool-down after, its tail opens
-  no warning: trouble in its scope that began while it was open, and trouble
-  of the service it blamed first. Its tail can join a warning that new
-  trouble opened. Users hit again reopen it.
+  as detectors adapt, and neither does the ranking built on it. Within the
+  cool-down after, its tail opens no warning: trouble in its scope that
+  began while it was open, and trouble of the service it blamed first. Its
+  tail can join a warning that new trouble opened. Users hit again reopen
+  it.
 - A service whose every series has no data is evidence in an incident when
   its users fail, and otherwise a data gap for the telemetry pipeline's
   owners (`DataGap`), never a page.
