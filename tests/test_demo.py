@@ -1,13 +1,29 @@
 """The demo's simulated stack through the main flow: its three stories."""
 
-from connectors.simulator import demo_stack
-from foreshock.demo import simulate
+from pathlib import Path
+
+import pytest
+
+from connectors.simulator import SimulatedStack, demo_stack
+from foreshock.demo import DemoReport, simulate
+from foreshock.present import describe_incident
+from foreshock.records import Incident, Record
+
+README = Path(__file__).parents[1] / "README.md"
 
 
-def test_demo_turns_injected_failures_into_incidents() -> None:
+@pytest.fixture(scope="module")
+def demo() -> tuple[SimulatedStack, DemoReport, list[Record]]:
     stack = demo_stack()
+    records: list[Record] = []
+    report = simulate(stack, records.append)
+    return stack, report, records
 
-    report = simulate(stack)
+
+def test_demo_turns_injected_failures_into_incidents(
+    demo: tuple[SimulatedStack, DemoReport, list[Record]],
+) -> None:
+    stack, report, _ = demo
 
     caught = {}
     for failure in stack.failures:
@@ -25,3 +41,21 @@ def test_demo_turns_injected_failures_into_incidents() -> None:
     # The database and container stories name their cause first.
     assert causes["full-scan-query"][0] == by_name["full-scan-query"]
     assert causes["saturated-containers"][0] == by_name["saturated-containers"]
+
+
+def test_the_readme_shows_an_incident_as_the_demo_prints_it(
+    demo: tuple[SimulatedStack, DemoReport, list[Record]],
+) -> None:
+    _, _, records = demo
+    text = README.read_text()
+    start = text.index("[OPEN] incident ")
+    shown = text[start : text.index("\n```", start)]
+    incident_id = shown.split()[2]
+
+    [opened] = [
+        r
+        for r in records
+        if isinstance(r, Incident) and r.id == incident_id and r.status == "open"
+    ]
+
+    assert shown == describe_incident(opened)
