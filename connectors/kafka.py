@@ -59,6 +59,56 @@ CLIENT_LOG = logging.getLogger("foreshock.kafka.client")
 
 StartingOffset = Literal["earliest", "latest"]
 
+# While a broker is away a client reports an error every few hundred
+# milliseconds; the log gets the first, then a sum this often.
+_ERRORS_EVERY_S = 30.0
+
+
+class _ClientErrors:
+    """The errors one Kafka client reports, logged in bounded number.
+
+    A broker away for minutes makes librdkafka report a failed connection
+    several times a second. The first error is logged at WARNING, with what
+    the client is; those that follow within `every_s` are counted, and the
+    next line says how many there were and the latest. Kafka's clients
+    retry on their own: nothing here changes what the flow does.
+    """
+
+    def __init__(
+        self,
+        client: str,
+        every_s: float = _ERRORS_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._every_s = every_s
+        self._clock = clock
+        self._logged_at: float | None = None
+        self._unlogged = 0
+
+    def report(self, error: KafkaError | str) -> None:
+        now = self._clock()
+        if self._logged_at is not None and now - self._logged_at < self._every_s:
+            self._unlogged += 1
+            return
+        if self._unlogged:
+            _LOG.warning(
+                "%s: %s more Kafka errors in the last %.0f s, the latest: %s",
+                self._client,
+                self._unlogged + 1,
+                now - self._logged_at if self._logged_at is not None else 0.0,
+                error,
+            )
+        else:
+            _LOG.warning(
+                "%s: Kafka error, retrying (more are summed up every %.0f s): %s",
+                self._client,
+                self._every_s,
+                error,
+            )
+        self._logged_at, self._unlogged = now, 0
+
+
 # confluent-kafka refuses a consumer without a group.id, even one that only
 # assigns partitions; this one is never committed to.
 _ASSIGN_ONLY_GROUP = "foreshock-assign-only"
@@ -266,6 +316,9 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
         self._partition = partition
         self._format = format
         self._shard = _shard(topic, partition)
+        self._errors = _ClientErrors(
+            f"kafka source topic={topic} partition={partition}"
+        )
         self._awake: datetime | None = None
         self._at_eof = False
         self._committed: int | None = None
@@ -424,22 +477,11 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
         if error.code() == KafkaError._PARTITION_EOF:
             self._at_eof = True
             return
-        _LOG.warning(
-            "kafka source error topic=%s partition=%s offset=%s error=%s",
-            self._topic,
-            self._partition,
-            self._next_offset,
-            error,
-        )
+        self._errors.report(error)
 
     def _on_client_error(self, error: KafkaError) -> None:
         self._awake = datetime.now(UTC) + _RETRY_AFTER_ERROR
-        _LOG.warning(
-            "kafka source error topic=%s partition=%s error=%s",
-            self._topic,
-            self._partition,
-            error,
-        )
+        self._errors.report(error)
 
     def _on_commit(
         self, error: KafkaError | None, partitions: list[TopicPartition]
@@ -562,6 +604,7 @@ class _ProducerPartition(StatelessSinkPartition[OutMessage]):
         self._wait_for_delivery = wait_for_delivery
         self._replace_refused = replace_refused
         self.failed = 0
+        self._errors = _ClientErrors("kafka sink")
         # Records refused for good, with Kafka's answer, until replaced.
         self._refused: list[tuple[OutMessage, KafkaError]] = []
         self._producer = Producer(
@@ -693,7 +736,7 @@ class _ProducerPartition(StatelessSinkPartition[OutMessage]):
         return bool(refused)
 
     def _on_client_error(self, error: KafkaError) -> None:
-        _LOG.warning("kafka sink error error=%s", error)
+        self._errors.report(error)
 
 
 def _out_message(message: Message) -> OutMessage:

@@ -32,13 +32,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rest and getattr(args, "run", None) not in _OWN_OPTIONS:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.rest = rest
+    # Warnings are what a person must see: input refused or late, a broker
+    # away (summed up, see connectors.kafka), a signal received.
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.ERROR,
+        level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not args.verbose:
         # librdkafka retries a broker it cannot reach, logging each attempt:
-        # without -v only the one-line error at the end is shown.
+        # without -v only Foreshock's own lines about it are shown.
         logging.getLogger("foreshock.kafka.client").setLevel(logging.CRITICAL)
     if not hasattr(args, "run"):
         parser.print_help()

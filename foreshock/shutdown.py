@@ -61,8 +61,8 @@ def _on_signal(number: int, frame: FrameType | None) -> None:
         os._exit(128 + number)
     name = signal.Signals(number).name
     log.warning(
-        "%s received: stopping once the inputs end; open windows are kept "
-        "for a restart (send it again to stop at once)",
+        "%s received: stopping once what was read is handled, which waits "
+        "for Kafka if the broker is away; send it again to stop at once",
         name,
     )
     _STOP.set()
