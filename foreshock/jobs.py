@@ -186,7 +186,7 @@ def run_kafka_job(config: Path | None, *, until_end: bool = False) -> int:
         settings.kafka.bootstrap_servers,
         redacted_url(settings.alertmanager.url),
     )
-    ensure_topics(
+    created = ensure_topics(
         {
             "bootstrap.servers": settings.kafka.bootstrap_servers,
             **settings.kafka.client,
@@ -194,6 +194,13 @@ def run_kafka_job(config: Path | None, *, until_end: bool = False) -> int:
         [*settings.kafka.input_topics, *_output_topics(settings)],
         create=settings.kafka.create_topics,
     )
+    new_inputs = [t for t in settings.kafka.input_topics if t in created]
+    if new_inputs:
+        log.warning(
+            "input topics did not exist and were created empty: %s; check "
+            "kafka.input_topics if data was expected there",
+            ", ".join(new_inputs),
+        )
     recovery = open_store(settings.recovery, settings.cluster)
     metrics = _serve_metrics(settings.metrics) if settings.metrics.enabled else None
     read_before = telemetry.records_read()
@@ -211,7 +218,7 @@ def run_kafka_job(config: Path | None, *, until_end: bool = False) -> int:
     elif until_end:
         print(f"done: {telemetry.summary()}", file=sys.stderr)
         if telemetry.records_read() == read_before:
-            print(_nothing_read(settings), file=sys.stderr)
+            print(_nothing_read(settings, new_inputs), file=sys.stderr)
     log.info("stopped")
     return 0
 
@@ -228,8 +235,13 @@ def _serve_metrics(settings: MetricsSettings) -> MetricsServer:
         ) from error
 
 
-def _nothing_read(settings: Settings) -> str:
+def _nothing_read(settings: Settings, created: list[str]) -> str:
     k = settings.kafka
+    if created == k.input_topics:
+        return (
+            f"foreshock: nothing was read from {', '.join(k.input_topics)}: this "
+            "run created it; check the name in kafka.input_topics"
+        )
     return (
         f"foreshock: nothing was read from {', '.join(k.input_topics)}: empty, "
         f"or read already by group {k.group_id!r} (set kafka.group_id to "

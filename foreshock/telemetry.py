@@ -17,6 +17,8 @@ What is counted, and where it is read:
                 foreshock_events_scanned_total               events the native
                                                              scanner took
                 foreshock_windows_closed_total               per shard
+                foreshock_backfill_windows_total             of those, old
+                                                             news: never paged
                 foreshock_series_live{shard}                 KPI series
                 foreshock_processing_delay_seconds{shard}    wall clock minus
                                                              the latest window
@@ -96,6 +98,11 @@ _SCANNED = Counter(
 _WINDOWS_CLOSED = Counter(
     "foreshock_windows_closed",
     "Event-time windows closed with KPI records, counted once per shard.",
+)
+_BACKFILL_WINDOWS = Counter(
+    "foreshock_backfill_windows",
+    "Windows closed as backfill (old news when they closed): scored and "
+    "learned, never paged.",
 )
 _ANOMALIES = Counter("foreshock_anomalies", "KPI windows judged anomalous.")
 _OPENED = Counter("foreshock_incidents_opened", "Incidents opened.")
@@ -181,9 +188,12 @@ def window_batch(
     # A batch message may give several dead letters, one per refused event.
     dead: set[tuple[str, int, int]] = set()
     per_window: dict[datetime, int] = {}
+    backfill: set[datetime] = set()
     for item in out:
         if isinstance(item, KpiRecord):
             per_window[item.window_end] = per_window.get(item.window_end, 0) + 1
+            if item.backfill:
+                backfill.add(item.window_end)
         elif isinstance(item, DeadLetter):
             _DEAD_LETTERS.labels(item.reason).inc()
             dead.add((item.topic, item.partition, item.offset))
@@ -197,6 +207,7 @@ def window_batch(
         _LATE.inc(late)
     if per_window:
         _WINDOWS_CLOSED.inc(len(per_window))
+        _BACKFILL_WINDOWS.inc(len(backfill))
         if batch is not None:
             latest = max(per_window)
             _SHARDS.shards[batch.shard] = _Shard(latest.timestamp(), per_window[latest])
@@ -300,13 +311,22 @@ def summary() -> str:
         n = total(metric)
         return f"{n} {one if n == 1 else many}"
 
+    read, decoded = total("foreshock_events_in"), total("foreshock_events_decoded")
+    refused = read - decoded - total("foreshock_tombstones")
+    backfill = total("foreshock_backfill_windows")
+    old_news = (
+        f" ({backfill} as backfill, which never pages: see window.backfill_after_s)"
+        if backfill
+        else ""
+    )
     return (
         f"{count('foreshock_events_in', 'record', 'records')} read: "
-        f"{total('foreshock_events_decoded')} decoded, "
-        f"{total('foreshock_dead_letters')} refused as dead letters, "
+        f"{decoded} decoded, {refused} refused whole or in part "
+        f"({count('foreshock_dead_letters', 'dead letter', 'dead letters')}), "
         f"{count('foreshock_tombstones', 'tombstone', 'tombstones')}; "
         f"{count('foreshock_late_events', 'event', 'events')} late; "
-        f"{count('foreshock_windows_closed', 'window', 'windows')} closed, "
+        f"{count('foreshock_windows_closed', 'window', 'windows')} closed"
+        f"{old_news}, "
         f"{count('foreshock_anomalies', 'anomaly', 'anomalies')}, "
         f"{count('foreshock_early_warnings', 'early warning', 'early warnings')}, "
         f"{count('foreshock_incidents_opened', 'incident', 'incidents')} opened, "

@@ -89,6 +89,23 @@ def test_a_run_that_reads_nothing_says_why_it_may_be(
 
 
 @pytest.mark.kafka
+def test_a_run_on_a_topic_it_had_to_create_says_to_check_the_name(
+    kafka_bootstrap: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    topic = f"foreshock-test-typo-{uuid.uuid4().hex[:8]}"
+    config = _config(tmp_path / "f.toml", kafka_bootstrap, topic)
+
+    code = main(["run", "--config", str(config), "--until-end"])
+
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 0
+    assert last == (
+        f"foreshock: nothing was read from {topic}: this run created it; check "
+        "the name in kafka.input_topics"
+    )
+
+
+@pytest.mark.kafka
 def test_a_replay_stopped_by_ctrl_c_says_how_many_events_it_published(
     kafka_bootstrap: str, kafka_topics: TopicFactory, tmp_path: Path
 ) -> None:
