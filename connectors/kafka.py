@@ -32,6 +32,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
     ClusterMetadata,
+    ConfigResource,
     NewTopic,
 )
 
@@ -50,6 +51,7 @@ __all__ = [
     "consume_all",
     "ensure_topics",
     "produce_all",
+    "retention_ms",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -190,10 +192,12 @@ class KafkaSource(FixedPartitionedSource[RawBatch, int]):
     - `formats` maps a topic to the format of its records ("native" when not
       named); each batch carries its topic's format, so the flow picks the
       decoder without knowing where the batch came from.
-    - `process` = (index, count) in a cluster of processes: this process
-      lists, and so reads, every count-th partition from its index on
-      (Bytewax builds a partition where it is listed), so partitions are
-      spread evenly rather than wherever a hash of their names falls.
+    - `process` = (index, count) in a cluster of processes: of all
+      partitions sorted by name, as Bytewax sorts them, this process lists,
+      and so reads, every count-th from its index on (Bytewax builds a
+      partition where it is listed), so partitions are spread evenly rather
+      than wherever a hash of their names falls, and the j-th is read by
+      process `j % count` (`flows.placement` keeps its windows there).
     """
 
     def __init__(
@@ -222,7 +226,7 @@ class KafkaSource(FixedPartitionedSource[RawBatch, int]):
     def list_parts(self) -> list[str]:
         """The partitions this process reads, as "topic:partition"."""
         index, count = self._process
-        return self.all_parts()[index::count]
+        return sorted(self.all_parts())[index::count]
 
     def all_parts(self) -> list[str]:
         """Every partition of every topic, as "topic:partition"."""
@@ -755,12 +759,14 @@ def ensure_topics(
     *,
     create: bool,
     timeout_s: float = 30,
+    config: dict[str, str] | None = None,
 ) -> list[str]:
     """Make sure `topics` exist; return those this call created.
 
     With `create`, missing topics are made with the broker's defaults for
-    partitions and replication. Without it, a missing topic is an error that
-    names every missing one, raised before any work starts.
+    partitions and replication, and the topic settings `config` gives. Without
+    it, a missing topic is an error that names every missing one, raised
+    before any work starts.
     """
     settings: dict[str, Any] = {**client, "logger": CLIENT_LOG}
     admin = AdminClient(settings)
@@ -774,7 +780,7 @@ def ensure_topics(
         )
     if not missing:
         return []
-    futures = admin.create_topics([NewTopic(t) for t in missing])
+    futures = admin.create_topics([NewTopic(t, config=config or {}) for t in missing])
     for topic, future in futures.items():
         try:
             future.result(timeout=timeout_s)
@@ -783,6 +789,16 @@ def ensure_topics(
                 raise
         _LOG.info("created topic=%s", topic)
     return missing
+
+
+def retention_ms(client: dict[str, Any], topic: str, timeout_s: float = 30) -> int:
+    """How long `topic` keeps records, in milliseconds by their timestamps;
+    -1 for ever."""
+    settings: dict[str, Any] = {**client, "logger": CLIENT_LOG}
+    admin = AdminClient(settings)
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    described = admin.describe_configs([resource])[resource].result(timeout=timeout_s)
+    return int(described["retention.ms"].value)
 
 
 def produce_all(

@@ -82,6 +82,10 @@ class FlowConfig:
     # for from the start, so that a process that starts late loses no
     # window of its shards; empty, shards are learned as they report.
     shards: frozenset[str] = frozenset()
+    # The window step's state key of each source partition, one Bytewax
+    # keeps where the partition is read (`flows.placement`); a partition
+    # not named is keyed by its name.
+    window_keys: Mapping[str, str] = field(default_factory=dict)
     # Format name -> decoder; each batch names its format (`RawBatch.format`).
     decoders: Mapping[str, Decoder] = field(
         default_factory=lambda: {"native": decode_native}
@@ -125,9 +129,10 @@ def build_flow(
     changes = op.filter_map("changes", change_items, _change_or_none)
     bad_changes = op.filter_map("bad_changes", change_items, _dead_or_none)
     batches = split.falses
-    # (shard, RawBatch)
-    by_shard = op.key_on("key_shard", batches, lambda b: b.shard)
-    # (shard, KpiRecord | DeadLetter | LateEvent)
+    # (shard's window key, RawBatch)
+    keys = config.window_keys
+    by_shard = op.key_on("key_shard", batches, lambda b: keys.get(b.shard, b.shard))
+    # (shard's window key, KpiRecord | DeadLetter | LateEvent)
     windowed = op.stateful("window", by_shard, _window_builder(config))
     items = op.key_rm("unkey_shard", windowed)
     kpis = op.filter_map("kpis", items, _kpi_or_none)

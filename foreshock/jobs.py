@@ -15,11 +15,12 @@ from bytewax.run import cli_main
 
 from connectors.alertmanager import AlertmanagerConfig, AlertmanagerSink
 from connectors.fanout import FanOutSink
-from connectors.kafka import KafkaSink, KafkaSource, ensure_topics
+from connectors.kafka import KafkaSink, KafkaSource, ensure_topics, retention_ms
 from connectors.reports import ReportDirectorySink
 from connectors.routing import encoder, refusal_encoder
 from connectors.webhook import WebhookSink
 from flows.pipeline import FlowConfig, build_flow, tune_garbage_collector
+from flows.placement import window_keys
 from flows.reports import ReportOutput
 from foreshock import shutdown, telemetry
 from foreshock.config import MetricsSettings, Settings, load_settings, redacted_url
@@ -100,12 +101,17 @@ def kafka_flow(settings: Settings, *, until_end: bool = False) -> Dataflow:
     encode = encoder(settings.topics, settings.output)
     # Every process lists the same partitions: the correlator waits for
     # each windowed one, whichever process reads it and whenever it starts.
+    parts = source.all_parts()
     windowed = [
         part
-        for part in source.all_parts()
+        for part in parts
         if k.formats.get(part.rpartition(":")[0]) != CHANGE_FORMAT
     ]
-    config = replace(flow_config(settings), shards=frozenset(windowed))
+    config = replace(
+        flow_config(settings),
+        shards=frozenset(windowed),
+        window_keys=window_keys(parts),
+    )
     return build_flow(
         source,
         sink,
@@ -309,14 +315,28 @@ def replay_dataset(
             "folder with rca_data/<day>/"
         )
     target = topic or settings.kafka.input_topics[0]
+    client = {
+        "bootstrap.servers": settings.kafka.bootstrap_servers,
+        **settings.kafka.client,
+    }
+    # Records keep their event times as Kafka timestamps, years old: a topic
+    # made here keeps them for ever, and one that would delete them is said.
     ensure_topics(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap_servers,
-            **settings.kafka.client,
-        },
+        client,
         [target],
         create=settings.kafka.create_topics,
+        config={"retention.ms": "-1"},
     )
+    kept_ms = retention_ms(client, target)
+    if kept_ms >= 0:
+        log.warning(
+            "topic %s deletes records older than %.1f days (retention.ms), and "
+            "replayed records carry their event times: the broker deletes them "
+            "within minutes. Set retention.ms=-1 on the topic, or replay into a "
+            "topic that does not exist yet",
+            target,
+            kept_ms / 86_400_000,
+        )
     for folder in days:
         sent = replay(
             load_day(folder).batches(5000),

@@ -54,7 +54,7 @@ from foreshock.windows import WindowSpec, WindowStore
 if TYPE_CHECKING:
     from foreshock_native import Scanner
 
-__all__ = ["NativeScanner", "description", "scanner_for"]
+__all__ = ["NativeScanner", "description", "key_routed_to", "scanner_for"]
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +249,17 @@ def scanner_for(
     if extension is None:
         return None
     return NativeScanner(extension, store, tracks_receipt)
+
+
+def key_routed_to(name: str, residue: int, modulus: int) -> str | None:
+    """A state key made from `name` that Bytewax keeps on worker
+    `residue % workers` whenever `workers` divides `modulus`
+    (`flows.placement`); None without the extension."""
+    try:
+        from foreshock_native import key_routed_to as routed
+    except ImportError:
+        return None
+    return routed(name, residue, modulus)
 
 
 @cache

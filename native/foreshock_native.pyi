@@ -1,5 +1,12 @@
 """Foreshock's native scanner (see `foreshock.native`)."""
 
+def route_hash(key: str) -> int:
+    """The hash Bytewax routes the state key `key` by."""
+
+def key_routed_to(name: str, residue: int, modulus: int) -> str:
+    """A key from `name` that Bytewax keeps on worker `residue % workers`
+    whenever `workers` divides `modulus`."""
+
 class Scanner:
     """Native JSON telemetry to window tallies, for one window spec."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import socket
@@ -15,11 +16,17 @@ from typing import NoReturn
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    ConfigSource,
+    NewTopic,
+)
 
 from connectors.kafka import consume_all
 from foreshock import incidents_cli
 from foreshock.cli import _parser, main
-from tests.kafka_helpers import TopicFactory
+from tests.kafka_helpers import TopicFactory, delete_topics
 
 _REPO = Path(__file__).resolve().parent.parent
 NEZHA = (
@@ -103,6 +110,82 @@ def test_a_run_on_a_topic_it_had_to_create_says_to_check_the_name(
         f"foreshock: nothing was read from {topic}: this run created it; check "
         "the name in kafka.input_topics"
     )
+
+
+@pytest.mark.kafka
+def test_a_replay_into_a_new_topic_makes_it_keep_records_of_any_age(
+    kafka_bootstrap: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    if not NEZHA.is_dir():
+        pytest.skip(f"the Nezha data is not at {NEZHA}; set FORESHOCK_DATA")
+    topic = f"foreshock-test-replay-{uuid.uuid4().hex[:8]}"
+    config = _config(tmp_path / "f.toml", kafka_bootstrap, topic)
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+
+    with caplog.at_level(logging.WARNING):
+        code = main(
+            [
+                "replay",
+                "--data",
+                str(NEZHA),
+                "--day",
+                "2022-08-23",
+                "--config",
+                str(config),
+            ]
+        )
+
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    [entry] = [
+        e
+        for name, e in admin.describe_configs([resource])[resource]
+        .result(timeout=30)
+        .items()
+        if name == "retention.ms"
+    ]
+    delete_topics(admin, [topic])
+    assert code == 0
+    assert (entry.value, entry.source) == (
+        "-1",
+        ConfigSource.DYNAMIC_TOPIC_CONFIG.value,
+    )
+    assert not [r for r in caplog.records if "retention.ms" in r.getMessage()]
+
+
+@pytest.mark.kafka
+def test_a_replay_into_a_topic_that_deletes_old_records_says_so(
+    kafka_bootstrap: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    if not NEZHA.is_dir():
+        pytest.skip(f"the Nezha data is not at {NEZHA}; set FORESHOCK_DATA")
+    topic = f"foreshock-test-week-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    week = NewTopic(topic, 1, 1, config={"retention.ms": str(7 * 86_400_000)})
+    admin.create_topics([week])[topic].result(timeout=30)
+    config = _config(tmp_path / "f.toml", kafka_bootstrap, topic)
+
+    with caplog.at_level(logging.WARNING):
+        code = main(
+            [
+                "replay",
+                "--data",
+                str(NEZHA),
+                "--day",
+                "2022-08-23",
+                "--config",
+                str(config),
+            ]
+        )
+
+    delete_topics(admin, [topic])
+    said = [r.getMessage() for r in caplog.records if "retention.ms" in r.getMessage()]
+    assert code == 0
+    assert said == [
+        f"topic {topic} deletes records older than 7.0 days (retention.ms), and "
+        "replayed records carry their event times: the broker deletes them "
+        "within minutes. Set retention.ms=-1 on the topic, or replay into a "
+        "topic that does not exist yet"
+    ]
 
 
 @pytest.mark.kafka

@@ -18,6 +18,7 @@
 //! field or rule is written here.
 
 mod parse;
+mod route;
 mod schema;
 mod time;
 
@@ -473,8 +474,26 @@ impl Scanner {
     }
 }
 
+/// The hash Bytewax routes the state key `key` by (see `route`).
+#[pyfunction]
+fn route_hash(key: &str) -> u64 {
+    route::route_hash(key)
+}
+
+/// A state key made from `name` that Bytewax keeps on worker
+/// `residue % workers` whenever `workers` divides `modulus` (see `route`).
+#[pyfunction]
+fn key_routed_to(name: &str, residue: u64, modulus: u64) -> PyResult<String> {
+    if modulus == 0 {
+        return Err(PyValueError::new_err("modulus must be positive"));
+    }
+    Ok(route::key_routed_to(name, residue, modulus))
+}
+
 #[pymodule]
 fn foreshock_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Scanner>()?;
+    module.add_function(wrap_pyfunction!(route_hash, module)?)?;
+    module.add_function(wrap_pyfunction!(key_routed_to, module)?)?;
     Ok(())
 }
