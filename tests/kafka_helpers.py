@@ -17,9 +17,11 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from foreshock.broker import BrokerError, LocalKafka
+from foreshock.config import TopicSettings
 
 __all__ = [
     "BOOTSTRAP_ENV",
+    "OUTPUTS",
     "TopicFactory",
     "kafka_bootstrap",
     "kafka_topics",
@@ -27,6 +29,8 @@ __all__ = [
 ]
 
 BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
+# Every topic the flow writes (`[topics]` but the feedback it reads).
+OUTPUTS = tuple(name for name in TopicSettings.model_fields if name != "feedback")
 _TOPIC_TIMEOUT_S = 30.0
 
 

@@ -116,24 +116,11 @@ def test_a_run_on_a_topic_it_had_to_create_says_to_check_the_name(
 def test_a_replay_into_a_new_topic_makes_it_keep_records_of_any_age(
     kafka_bootstrap: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    if not NEZHA.is_dir():
-        pytest.skip(f"the Nezha data is not at {NEZHA}; set FORESHOCK_DATA")
     topic = f"foreshock-test-replay-{uuid.uuid4().hex[:8]}"
     config = _config(tmp_path / "f.toml", kafka_bootstrap, topic)
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
 
-    with caplog.at_level(logging.WARNING):
-        code = main(
-            [
-                "replay",
-                "--data",
-                str(NEZHA),
-                "--day",
-                "2022-08-23",
-                "--config",
-                str(config),
-            ]
-        )
+    code, said = _replay_day(config, caplog)
 
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
     [entry] = [
@@ -149,36 +136,37 @@ def test_a_replay_into_a_new_topic_makes_it_keep_records_of_any_age(
         "-1",
         ConfigSource.DYNAMIC_TOPIC_CONFIG.value,
     )
-    assert not [r for r in caplog.records if "retention.ms" in r.getMessage()]
+    assert said == []
+
+
+def _replay_day(
+    config: Path, caplog: pytest.LogCaptureFixture
+) -> tuple[int, list[str]]:
+    """Replay one Nezha day with `config`: the exit code, and what the run
+    said of the topic's retention."""
+    if not NEZHA.is_dir():
+        pytest.skip(f"the Nezha data is not at {NEZHA}; set FORESHOCK_DATA")
+    with caplog.at_level(logging.WARNING):
+        day = ["--data", str(NEZHA), "--day", "2022-08-23"]
+        code = main(["replay", *day, "--config", str(config)])
+    return code, [
+        r.getMessage() for r in caplog.records if "retention.ms" in r.getMessage()
+    ]
 
 
 @pytest.mark.kafka
 def test_a_replay_into_a_topic_that_deletes_old_records_says_so(
     kafka_bootstrap: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    if not NEZHA.is_dir():
-        pytest.skip(f"the Nezha data is not at {NEZHA}; set FORESHOCK_DATA")
     topic = f"foreshock-test-week-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     week = NewTopic(topic, 1, 1, config={"retention.ms": str(7 * 86_400_000)})
     admin.create_topics([week])[topic].result(timeout=30)
     config = _config(tmp_path / "f.toml", kafka_bootstrap, topic)
 
-    with caplog.at_level(logging.WARNING):
-        code = main(
-            [
-                "replay",
-                "--data",
-                str(NEZHA),
-                "--day",
-                "2022-08-23",
-                "--config",
-                str(config),
-            ]
-        )
+    code, said = _replay_day(config, caplog)
 
     delete_topics(admin, [topic])
-    said = [r.getMessage() for r in caplog.records if "retention.ms" in r.getMessage()]
     assert code == 0
     assert said == [
         f"topic {topic} deletes records older than 7.0 days (retention.ms), and "

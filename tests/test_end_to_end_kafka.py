@@ -12,7 +12,7 @@ from connectors.kafka import consume_all, produce_all
 from connectors.messages import OutMessage
 from foreshock.config import Settings
 from foreshock.jobs import kafka_flow
-from tests.kafka_helpers import TopicFactory
+from tests.kafka_helpers import OUTPUTS, TopicFactory
 
 pytestmark = pytest.mark.kafka
 
@@ -58,17 +58,6 @@ def _batched(messages: list[OutMessage]) -> list[OutMessage]:
     ]
 
 
-_OUTPUTS = (
-    "kpis",
-    "anomalies",
-    "incidents",
-    "early_warnings",
-    "dead_letters",
-    "late_events",
-    "data_quality",
-)
-
-
 def _read(bootstrap: str, topic: str) -> list[dict]:
     return [json.loads(m.value) for m in consume_all(bootstrap, topic)]
 
@@ -84,7 +73,7 @@ class _Job:
 def _job(bootstrap: str, kafka_topics: TopicFactory, tmp_path: Path) -> _Job:
     """The job's settings between new topics: events and changes in, every
     output out; the web page calls the database."""
-    source, changes, *outputs = kafka_topics("in", "changes", *_OUTPUTS, partitions=1)
+    source, changes, *outputs = kafka_topics("in", "changes", *OUTPUTS, partitions=1)
     topology = tmp_path / "topology.json"
     topology.write_text(
         json.dumps(
@@ -94,7 +83,7 @@ def _job(bootstrap: str, kafka_topics: TopicFactory, tmp_path: Path) -> _Job:
             }
         )
     )
-    out = dict(zip(_OUTPUTS, outputs, strict=True))
+    out = dict(zip(OUTPUTS, outputs, strict=True))
     settings = Settings(
         kafka={
             "bootstrap_servers": bootstrap,

@@ -22,22 +22,13 @@ from connectors.routing import refusal_encoder
 from foreshock.config import OutputSettings, Settings, TopicSettings
 from foreshock.jobs import kafka_flow
 from foreshock.records import DeadLetter
-from tests.kafka_helpers import TopicFactory, delete_topics
+from tests.kafka_helpers import OUTPUTS, TopicFactory, delete_topics
 
 pytestmark = pytest.mark.kafka
 
 # What Kafka's producers and brokers accept by default, about 1 MB.
 KAFKA_DEFAULT_MESSAGE_BYTES = 1_000_000
 _BIG = 8_388_608
-_OUTPUTS = (
-    "kpis",
-    "anomalies",
-    "incidents",
-    "early_warnings",
-    "dead_letters",
-    "late_events",
-    "data_quality",
-)
 
 
 @pytest.fixture
@@ -71,7 +62,7 @@ def test_a_big_message_gives_a_bounded_letter_and_the_job_goes_on(
     size: int,
     reason: str,
 ) -> None:
-    outputs = dict(zip(_OUTPUTS, kafka_topics(*_OUTPUTS), strict=True))
+    outputs = dict(zip(OUTPUTS, kafka_topics(*OUTPUTS), strict=True))
     settings = Settings(
         kafka={
             "bootstrap_servers": kafka_bootstrap,
@@ -111,8 +102,8 @@ def test_a_message_of_many_bad_events_gives_a_bounded_number_of_letters(
     kafka_topics: TopicFactory,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    source, *names = kafka_topics("in", *_OUTPUTS)
-    outputs = dict(zip(_OUTPUTS, names, strict=True))
+    source, *names = kafka_topics("in", *OUTPUTS)
+    outputs = dict(zip(OUTPUTS, names, strict=True))
     settings = Settings(
         kafka={
             "bootstrap_servers": kafka_bootstrap,
