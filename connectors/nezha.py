@@ -38,14 +38,14 @@ import ipaddress
 import json
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from itertools import groupby, islice
 from pathlib import Path
 from typing import NamedTuple
 
-from connectors.messages import RawBatch, RawMessage
+from connectors.iterables import event_batches
+from connectors.messages import RawBatch
 from foreshock.layers import Layer
 from foreshock.schema import Event, MetricSample
 from foreshock.topology import EDGE_SEPARATOR, Topology
@@ -62,7 +62,6 @@ __all__ = [
 ]
 
 SHARD = "nezha:0"
-_TOPIC, _PARTITION = SHARD.split(":")
 
 _FRONT_FILE = "front_service.csv"
 _POD_SUFFIX = "_metric.csv"
@@ -83,7 +82,6 @@ _GO_TIME = re.compile(
 )
 # A Kubernetes Deployment's pod: `<service>-<template hash>-<5 characters>`.
 _POD_NAME = re.compile(r"(.+)-[a-z0-9]{6,10}-[a-z0-9]{5}")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class InjectedFault(NamedTuple):
@@ -156,19 +154,7 @@ class NezhaDay:
         With `split_every`, a batch also ends where event time crosses a
         multiple of it since the epoch, so that no batch spans two windows.
         """
-        if size < 1:
-            raise ValueError(f"batch size must be at least 1, got {size!r}")
-        messages = (_message(i, e) for i, e in enumerate(self.events(until)))
-        for _, group in groupby(messages, key=_slicer(split_every)):
-            while chunk := tuple(islice(group, size)):
-                yield RawBatch(SHARD, chunk)
-
-
-def _slicer(every: timedelta | None) -> Callable[[RawMessage], int]:
-    if every is None:
-        return lambda message: 0
-    every_ms = every // timedelta(milliseconds=1)
-    return lambda message: (message.timestamp_ms or 0) // every_ms
+        return event_batches(SHARD, self.events(until), size, split_every)
 
 
 def load_day(day_dir: Path) -> NezhaDay:
@@ -320,17 +306,6 @@ def _number(cell: str | None) -> float | None:
         return None
     value = float(cell)
     return value if math.isfinite(value) else None
-
-
-def _message(offset: int, event: Event) -> RawMessage:
-    return RawMessage(
-        topic=_TOPIC,
-        partition=int(_PARTITION),
-        offset=offset,
-        key=event.service.encode(),
-        value=event.model_dump_json(exclude_none=True).encode(),
-        timestamp_ms=(event.time - _EPOCH) // timedelta(milliseconds=1),
-    )
 
 
 # -- call graph and faults -------------------------------------------------------

@@ -51,14 +51,15 @@ import csv
 import json
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from itertools import groupby, islice, pairwise
+from itertools import pairwise
 from pathlib import Path
 from typing import NamedTuple
 
-from connectors.messages import RawBatch, RawMessage
+from connectors.iterables import event_batches
+from connectors.messages import RawBatch
 from foreshock.layers import Layer
 from foreshock.schema import Event, MetricSample
 from foreshock.topology import Topology
@@ -77,8 +78,6 @@ __all__ = [
 ]
 
 SHARD = "petshop:0"
-_TOPIC, _PARTITION = SHARD.split(":")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _HISTORY = "noissue"
 _METRICS = "metrics.csv"
@@ -185,13 +184,8 @@ class Case:
         With `split_every`, a batch also ends where event time crosses a
         multiple of it since the epoch, so that no batch spans two windows.
         """
-        if size < 1:
-            raise ValueError(f"batch size must be at least 1, got {size!r}")
         events = self.events(history=history, issue=issue)
-        messages = (_message(i, e) for i, e in enumerate(events))
-        for _, group in groupby(messages, key=_slicer(split_every)):
-            while chunk := tuple(islice(group, size)):
-                yield RawBatch(SHARD, chunk)
+        return event_batches(SHARD, events, size, split_every)
 
 
 @dataclass(frozen=True)
@@ -417,21 +411,3 @@ def _events(
                 service=column.node,
                 payload=MetricSample(name=column.name, value=value, unit=column.unit),
             )
-
-
-def _slicer(every: timedelta | None) -> Callable[[RawMessage], int]:
-    if every is None:
-        return lambda message: 0
-    every_ms = every // timedelta(milliseconds=1)
-    return lambda message: (message.timestamp_ms or 0) // every_ms
-
-
-def _message(offset: int, event: Event) -> RawMessage:
-    return RawMessage(
-        topic=_TOPIC,
-        partition=int(_PARTITION),
-        offset=offset,
-        key=event.service.encode(),
-        value=event.model_dump_json(exclude_none=True).encode(),
-        timestamp_ms=(event.time - _EPOCH) // timedelta(milliseconds=1),
-    )
