@@ -8,9 +8,12 @@ number of processes is its own `process_id`, on storage of its own (a
 Kubernetes persistent volume per pod): a restarted pod finds its files
 again, and no two processes write the same file.
 
-`open_store` creates this process's files when the directory holds none,
-and refuses files made for another partition count, which Bytewax could
-not resume from.
+Processes on one host may also share one directory: each then sees the
+others' files too, and Bytewax picks one process to write each file.
+`open_store` creates this process's files when the directory holds none
+of them, whatever files of other processes it holds; it refuses a store
+that lacks only some of them, and files made for another partition count,
+which Bytewax could not resume from.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import logging
 import shutil
 import sqlite3
 import tempfile
+from collections.abc import Sequence
 from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
@@ -26,6 +30,7 @@ from pathlib import Path
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
 from foreshock.config import ClusterSettings, RecoverySettings
+from foreshock.errors import UserError
 
 __all__ = [
     "RecoveryStoreError",
@@ -37,10 +42,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_PATTERN = "part-*.sqlite3"
+# Bytewax opens every file here with this ending as a recovery file,
+# whatever its name.
+_PATTERN = "*.sqlite3"
 
 
-class RecoveryStoreError(RuntimeError):
+class RecoveryStoreError(UserError, RuntimeError):
     """The recovery directory holds files this flow cannot resume from."""
 
 
@@ -50,14 +57,15 @@ def open_store(
     """This process's recovery store, created if missing; None if not set."""
     if recovery.dir is None:
         return None
-    processes = max(1, len(cluster.addresses))
-    process_id = cluster.process_id or 0
     directory = recovery.dir
-    directory.mkdir(parents=True, exist_ok=True)
+    _make_directory(directory)
+    processes = max(1, len(cluster.addresses))
+    wanted = parts_of_process(recovery.partitions, cluster.process_id or 0, processes)
 
     held = held_parts(directory)
-    if not held:
-        wanted = parts_of_process(recovery.partitions, process_id, processes)
+    _check_counts(directory, held, recovery.partitions)
+    own = [i for i in wanted if i in held]
+    if not own:
         _create(directory, recovery.partitions, wanted)
         log.info(
             "recovery store created dir=%s parts=%s of=%s",
@@ -65,8 +73,9 @@ def open_store(
             wanted,
             recovery.partitions,
         )
+    elif own != wanted:
+        raise RecoveryStoreError(_missing(directory, own, wanted))
     else:
-        _check(directory, held, recovery.partitions)
         log.info("recovery store found dir=%s parts=%s", directory, sorted(held))
     backup = timedelta(seconds=recovery.backup_interval_s)
     return RecoveryConfig(directory, backup)  # type: ignore[no-untyped-call]
@@ -81,9 +90,16 @@ def held_parts(directory: Path) -> dict[int, int]:
     """Index -> partition count of every recovery file in `directory`."""
     held: dict[int, int] = {}
     for path in sorted(directory.glob(_PATTERN)):
-        with _read_only(path) as db:
-            for index, count in db.execute("SELECT part_index, part_count FROM parts"):
-                held[int(index)] = int(count)
+        try:
+            with _read_only(path) as db:
+                rows = db.execute("SELECT part_index, part_count FROM parts")
+                held.update((int(index), int(count)) for index, count in rows)
+        except sqlite3.DatabaseError as error:
+            raise RecoveryStoreError(
+                f"{str(path)!r} is not a recovery file ({error}); move it out of "
+                "recovery.dir, or empty the directory to start over without "
+                "the saved state"
+            ) from error
     return held
 
 
@@ -104,6 +120,8 @@ def last_snapshot_epoch(directory: Path) -> int | None:
 
 
 def _create(directory: Path, partitions: int, wanted: list[int]) -> None:
+    if not wanted:
+        return
     # All files are made together (Bytewax numbers them), then only this
     # process's are kept; the staging folder sits beside them so that the
     # move is a rename on the same file system.
@@ -117,15 +135,52 @@ def _create(directory: Path, partitions: int, wanted: list[int]) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _check(directory: Path, held: dict[int, int], partitions: int) -> None:
+def _make_directory(directory: Path) -> None:
+    if directory.exists() and not directory.is_dir():
+        raise RecoveryStoreError(
+            f"recovery.dir {str(directory)!r} is a file, not a directory; set "
+            "recovery.dir to a directory (it is created if missing)"
+        )
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RecoveryStoreError(
+            f"cannot make recovery.dir {str(directory)!r} "
+            f"({error.strerror or error}); set recovery.dir to a directory "
+            "this process can write"
+        ) from error
+
+
+def _check_counts(directory: Path, held: dict[int, int], partitions: int) -> None:
     counts = set(held.values())
-    if counts != {partitions}:
+    if counts and counts != {partitions}:
         raise RecoveryStoreError(
             f"the recovery store {str(directory)!r} was made for "
-            f"{sorted(counts)} partitions, but recovery.partitions is "
-            f"{partitions}; set recovery.partitions to match, or empty the "
+            f"{_in_words(sorted(counts))} partitions, but recovery.partitions "
+            f"is {partitions}; set recovery.partitions to match, or empty the "
             "directory to start over without the saved state"
         )
+
+
+def _missing(directory: Path, own: list[int], wanted: list[int]) -> str:
+    missing = [i for i in wanted if i not in own]
+    return (
+        f"the recovery store {str(directory)!r} holds {_files(own)} of this "
+        f"process but not {_files(missing)}; put the missing files back from "
+        "a backup, or empty the directory to start over without the saved state"
+    )
+
+
+def _files(indexes: list[int]) -> str:
+    return _in_words([f"part-{i}.sqlite3" for i in indexes])
+
+
+def _in_words(items: Sequence[object]) -> str:
+    """`2`, `2 and 3`, `1, 2 and 3`."""
+    words = [str(item) for item in items]
+    if len(words) < 2:
+        return "".join(words)
+    return f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 def _read_only(path: Path) -> closing[sqlite3.Connection]:
