@@ -163,7 +163,7 @@ def load_day(day_dir: Path) -> NezhaDay:
     front = metric_dir / _FRONT_FILE
     if not front.is_file():
         raise FileNotFoundError(
-            f"no {_FRONT_FILE} in {metric_dir!r}: expected a Nezha day folder "
+            f"no {_FRONT_FILE} in {str(metric_dir)!r}: expected a Nezha day folder "
             "such as rca_data/2022-08-22"
         )
     user_service = _user_service(front)
@@ -240,7 +240,7 @@ def _metric_headers(path: Path) -> list[str]:
     with path.open(newline="") as handle:
         headers = next(csv.reader(handle), [])
     if not set(_TIME_COLUMNS) & set(headers):
-        raise ValueError(f"{path!r} has no Time column; its header is {headers!r}")
+        raise ValueError(f"{str(path)!r} has no Time column; its header is {headers!r}")
     return [h for h in headers if h and h not in _IDENTITY_COLUMNS]
 
 

@@ -103,8 +103,13 @@ def _said(error: BaseException, args: argparse.Namespace) -> str:
 
 def _invalid(error: ValidationError) -> str:
     if error.title == "Settings":
+        from foreshock.config import unknown_setting
+
         problems = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()
+            unknown_setting(e["loc"])
+            if e["type"] == "extra_forbidden"
+            else f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+            for e in error.errors()
         )
         return f"invalid settings: {problems}"
     # A record built from the command's options (a silence, a verdict):
@@ -329,8 +334,12 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_oncall(commands)
 
+    measures = "detection and root-cause quality, speed and memory"
     bench = commands.add_parser(
-        "bench", parents=[_VERBOSE], help="quality benchmarks"
+        "bench",
+        parents=[_VERBOSE],
+        help=f"benchmarks: {measures}",
+        description=f"Benchmarks of Foreshock's {measures}.",
     ).add_subparsers(title="benchmarks")
     # Each benchmark parses its own options (`foreshock bench nab --help`),
     # so its module stays runnable on its own with the same flags.

@@ -8,13 +8,16 @@ so a mistake is reported at start-up with the setting's name.
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 import re
 import socket
 import tomllib
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
@@ -27,6 +30,7 @@ from connectors.otlp import format_for_topic
 from connectors.otlp.settings import OtlpSettings
 from connectors.rum import RumSettings
 from foreshock.decode import CHANGE_FORMAT, InputLimits, format_names
+from foreshock.errors import UserError
 from foreshock.windows import EPOCH, WindowPolicy, WindowSpec
 
 if TYPE_CHECKING:
@@ -38,7 +42,9 @@ if TYPE_CHECKING:
 DEFAULT_DETECTOR = "ensemble:refractory=0"
 DEFAULT_THRESHOLD = 0.7
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["Settings", "load_settings", "unknown_setting"]
+
+log = logging.getLogger(__name__)
 
 
 class _Section(BaseModel):
@@ -352,7 +358,9 @@ class ClusterSettings(_Section):
     `addresses` lists `host:port` of every process, the same list for all;
     this process is `addresses[process_id]`. Left out, `process_id` is the
     number that ends the host name (`foreshock-2` is 2), as in a Kubernetes
-    StatefulSet. No `addresses`: one process.
+    StatefulSet, read by `this_process` when `foreshock run` starts: the
+    other commands (replay, incidents, topology) are no process of the
+    cluster, and read the same file on any host. No `addresses`: one process.
     """
 
     addresses: list[str] = Field(default_factory=list)
@@ -361,22 +369,33 @@ class ClusterSettings(_Section):
 
     @model_validator(mode="after")
     def _own_address(self) -> ClusterSettings:
-        if not self.addresses:
-            return self
-        if self.process_id is None:
-            self.process_id = _ordinal_of_host(socket.gethostname())
-        if self.process_id >= len(self.addresses):
+        if self.addresses and (self.process_id or 0) >= len(self.addresses):
             raise ValueError(
                 f"cluster.process_id is {self.process_id}, but cluster.addresses "
                 f"names only {len(self.addresses)} processes; list every process"
             )
         return self
 
+    def this_process(self) -> ClusterSettings:
+        """These settings with `process_id` known, for a process that runs
+        the flow: as set, or else from the host name."""
+        if not self.addresses or self.process_id is not None:
+            return self
+        hostname = socket.gethostname()
+        process_id = _ordinal_of_host(hostname)
+        if process_id >= len(self.addresses):
+            raise UserError(
+                f"the host name {hostname!r} makes cluster.process_id {process_id}, "
+                f"but cluster.addresses names only {len(self.addresses)} "
+                "processes; list every process, or set cluster.process_id"
+            )
+        return self.model_copy(update={"process_id": process_id})
+
 
 def _ordinal_of_host(hostname: str) -> int:
     found = re.search(r"-(\d+)$", hostname.split(".")[0])
     if found is None:
-        raise ValueError(
+        raise UserError(
             f"cluster.process_id is not set and the host name {hostname!r} does "
             "not end in '-<number>'; set cluster.process_id"
         )
@@ -440,11 +459,61 @@ def load_settings(path: Path | None = None) -> Settings:
         with path.open("rb") as f:
             data = tomllib.load(f)
         _anchor_paths(data, path.parent)
+    _warn_of_unknown_sections(os.environ)
     settings = Settings(**data)  # type: ignore[arg-type]
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if bootstrap:
         settings.kafka.bootstrap_servers = bootstrap
     return settings
+
+
+def _warn_of_unknown_sections(environ: Mapping[str, str]) -> None:
+    """Say which `FORESHOCK_<SECTION>__<KEY>` variables name no section.
+
+    The settings read only the variables of their own sections, so a
+    mistyped section would otherwise be ignored without a word.
+    """
+    sections = list(Settings.model_fields)
+    for name in sorted(environ):
+        found = re.fullmatch(r"FORESHOCK_(\w+?)__(\w+)", name, re.IGNORECASE)
+        if found is None or found.group(1).lower() in sections:
+            continue
+        section, rest = found.group(1).lower(), found.group(2)
+        close = difflib.get_close_matches(section, sections, n=1)
+        hint = f"; did you mean FORESHOCK_{close[0].upper()}__{rest}?" if close else ""
+        log.warning(
+            "environment variable %s is ignored: %r is not a settings section%s",
+            name,
+            section,
+            hint,
+        )
+
+
+def unknown_setting(loc: Sequence[str | int]) -> str:
+    """What to say of a setting at `loc` (`("window", "backfil_after_s")`)
+    that the settings do not have, with the closest known name if one is."""
+    model: type[BaseModel] | None = Settings
+    for part in loc[:-1]:
+        # An int indexes a list: its items are of the model already found.
+        if model is not None and isinstance(part, str):
+            field = model.model_fields.get(part)
+            model = None if field is None else _model_in(field.annotation)
+    where = ".".join(map(str, loc))
+    said = f"unknown section {where}" if len(loc) == 1 else f"unknown setting {where}"
+    known = list(model.model_fields) if model is not None else []
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    return f"{said}; did you mean {close[0]}?" if close else said
+
+
+def _model_in(annotation: object) -> type[BaseModel] | None:
+    """The settings model a field holds, alone or in a list or union."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in get_args(annotation):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None
 
 
 def _anchor_paths(data: dict[str, object], folder: Path) -> None:

@@ -141,11 +141,15 @@ def replay(
             sent += 1
     except KeyboardInterrupt:
         unsent = kafka.flush(_STOP_FLUSH_TIMEOUT_S)
-        stop = ReplayInterrupted(
-            deliveries.delivered, deliveries.failed + unsent, topic
+        lost = deliveries.failed + unsent
+        # The command says how far the replay got; the log only notes it.
+        log.info(
+            "replay stopped topic=%s delivered=%s lost=%s",
+            topic,
+            deliveries.delivered,
+            lost,
         )
-        log.warning("%s", stop)
-        raise stop from None
+        raise ReplayInterrupted(deliveries.delivered, lost, topic) from None
 
     unsent = kafka.flush(_FLUSH_TIMEOUT_S)
     _check(deliveries, unsent, sent, topic, bootstrap)

@@ -22,7 +22,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from foreshock.config import load_settings
+from foreshock.datasets import nezha_days, petshop_scenarios
 from foreshock.layers import USER_FACING, Layer
 from foreshock.topology import Topology
 
@@ -81,6 +84,10 @@ def show(
     """Print the topology; a source that cannot be read is a usage error (2)."""
     try:
         shown = load(config, dataset, data, subset)
+    except ValidationError:
+        # Settings that do not load are said as by every command: in one
+        # line, by the setting's name.
+        raise
     except (ValueError, FileNotFoundError) as error:
         print(f"foreshock topology: {error}", file=sys.stderr)
         return 2
@@ -120,24 +127,15 @@ def _from_dataset(dataset: str, data: Path, subset: str | None) -> Shown:
     if dataset == "nezha":
         from connectors.nezha import load_day
 
-        day = _pick(data / "rca_data", subset, "day")
+        day = nezha_days(data, subset)[0]
         return Shown(f"Nezha day {day.name} ({day})", load_day(day).topology)
     if dataset == "petshop":
         from connectors.petshop import load_scenario
 
-        folder = _pick(data / "dataset", subset, "scenario")
+        folder = petshop_scenarios(data, subset)[0]
         topology = load_scenario(folder).topology
         return Shown(f"PetShop scenario {folder.name} ({folder})", topology)
     raise ValueError(f"unknown dataset {dataset!r}; choose from ['nezha', 'petshop']")
-
-
-def _pick(root: Path, name: str | None, what: str) -> Path:
-    folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    if name is not None:
-        folders = [p for p in folders if p.name == name]
-    if not folders:
-        raise FileNotFoundError(f"no {what} folder {name or '*'!r} under {str(root)!r}")
-    return folders[0]
 
 
 # -- text -----------------------------------------------------------------------

@@ -57,6 +57,7 @@ from connectors.nezha import load_day
 from connectors.petshop import Case as PetShopCase
 from connectors.petshop import load_scenario
 from flows.pipeline import FlowConfig, Record, build_flow
+from foreshock.datasets import nezha_days, petshop_scenarios
 from foreshock.records import EarlyWarning, Incident
 from foreshock.topology import Topology
 from foreshock.windows import EPOCH, WindowSpec
@@ -184,16 +185,7 @@ class Dataset:
 
 
 def _nezha_cases(data: Path, day: str | None) -> list[Case]:
-    root = data / "rca_data"
-    folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    if day is not None:
-        folders = [p for p in folders if p.name == day]
-    if not folders:
-        raise FileNotFoundError(
-            f"no day folder {day or '*'!r} under {root!r}: expected "
-            "rca_data/<day>/metric/*.csv from the Nezha data"
-        )
-    return [_nezha_case(folder) for folder in folders]
+    return [_nezha_case(folder) for folder in nezha_days(data, day)]
 
 
 def _nezha_case(folder: Path) -> Case:
@@ -207,15 +199,7 @@ def _nezha_case(folder: Path) -> Case:
 
 
 def _petshop_cases(data: Path, scenario: str | None) -> list[Case]:
-    root = data / "dataset"
-    folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    if scenario is not None:
-        folders = [p for p in folders if p.name == scenario]
-    if not folders:
-        raise FileNotFoundError(
-            f"no scenario folder {scenario or '*'!r} under {str(root)!r}: expected "
-            "dataset/<scenario>/graph.csv from the PetShop data"
-        )
+    folders = petshop_scenarios(data, scenario)
     return [case for folder in folders for case in _petshop_scenario(folder)]
 
 
@@ -574,23 +558,37 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         "--dataset", choices=sorted(DATASETS), required=True, help="dataset format"
     )
     parser.add_argument("--data", type=Path, required=True, help="dataset folder")
-    only = parser.add_mutually_exclusive_group()
-    only.add_argument("--day", dest="subset", help="Nezha: run one day only")
-    only.add_argument(
-        "--scenario",
-        dest="subset",
-        help="PetShop: run one scenario only (low_traffic, high_traffic)",
+    parser.add_argument("--day", help="Nezha: run one day only")
+    parser.add_argument(
+        "--scenario", help="PetShop: run one scenario only (low_traffic, high_traffic)"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args = parser.parse_args(argv)
+    _check_subset(parser, args)
 
-    result = run_rca(args.dataset, args.data, args.subset)
+    subset = args.day if args.dataset == "nezha" else args.scenario
+    result = run_rca(args.dataset, args.data, subset)
     if args.json:
         print(json.dumps(result))
     else:
         for key, value in result.items():
             print(f"{key:>16}  {json.dumps(value)}")
     return 0
+
+
+# The option that picks one case folder of each dataset.
+_SUBSET_OPTION = {"nezha": "--day", "petshop": "--scenario"}
+
+
+def _check_subset(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse a --day for PetShop, or a --scenario for Nezha."""
+    own = _SUBSET_OPTION[args.dataset]
+    for option, value in (("--day", args.day), ("--scenario", args.scenario)):
+        if value is not None and option != own:
+            parser.error(
+                f"{option} does not apply to --dataset {args.dataset}; "
+                f"pick its part with {own}"
+            )
 
 
 if __name__ == "__main__":

@@ -190,7 +190,10 @@ def test_without_a_configured_graph_it_says_how_to_set_one(
     [
         (["--dataset", "petshop"], "--dataset petshop needs --data"),
         (["--data", "x"], "--data needs --dataset"),
-        (["--dataset", "nezha", "--data", "nowhere"], "no day folder '*'"),
+        (
+            ["--dataset", "nezha", "--data", "nowhere"],
+            "no day folders in 'nowhere/rca_data': give --data a Nezha folder",
+        ),
     ],
 )
 def test_bad_sources_are_usage_errors(
