@@ -12,8 +12,10 @@ settings work; their values are never logged.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
@@ -52,6 +54,7 @@ __all__ = [
     "ensure_topics",
     "produce_all",
     "retention_ms",
+    "waiting_on",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -231,13 +234,14 @@ class KafkaSource(FixedPartitionedSource[RawBatch, int]):
     def all_parts(self) -> list[str]:
         """Every partition of every topic, as "topic:partition"."""
         consumer = Consumer(_consumer_config(self._settings))
+        bootstrap = self._settings.config["bootstrap.servers"]
         try:
-            metadata: ClusterMetadata = consumer.list_topics(
-                timeout=_METADATA_TIMEOUT_S
-            )
+            with waiting_on(bootstrap, _METADATA_TIMEOUT_S):
+                metadata: ClusterMetadata = consumer.list_topics(
+                    timeout=_METADATA_TIMEOUT_S
+                )
         finally:
             consumer.close()
-        bootstrap = self._settings.config["bootstrap.servers"]
         return [
             _shard(topic, partition)
             for topic in self._topics
@@ -248,6 +252,7 @@ class KafkaSource(FixedPartitionedSource[RawBatch, int]):
         self, step_id: str, for_part: str, resume_state: int | None
     ) -> StatefulSourcePartition[RawBatch, int]:
         """Open one Kafka partition at its starting offset."""
+        shutdown.started()
         topic, _, partition = for_part.rpartition(":")
         return _KafkaPartition(
             self._settings,
@@ -588,6 +593,8 @@ class KafkaSink(DynamicSink[OutMessage]):
         self, step_id: str, worker_index: int, worker_count: int
     ) -> StatelessSinkPartition[OutMessage]:
         """A producer for one worker."""
+        # Bytewax builds sinks once the processes of a cluster are connected.
+        shutdown.started()
         return _ProducerPartition(
             self._config,
             self._flush_timeout_s,
@@ -753,6 +760,36 @@ def _out_message(message: Message) -> OutMessage:
     )
 
 
+# A broker that has not answered a request for metadata after this long is
+# named on the terminal, since the wait can last as long as the timeout.
+_QUIET_BROKER_S = 5.0
+
+
+@contextmanager
+def waiting_on(
+    bootstrap: str, timeout_s: float, after_s: float = _QUIET_BROKER_S
+) -> Iterator[None]:
+    """Within the block, a request waits on the broker at `bootstrap`: if it
+    takes more than `after_s`, one warning says what is being waited for and
+    for how long at most."""
+    notice = threading.Timer(
+        after_s,
+        _LOG.warning,
+        args=(
+            "no answer yet from the Kafka broker at %s; waiting up to %.0f s "
+            "(kafka.bootstrap_servers)",
+            bootstrap,
+            timeout_s,
+        ),
+    )
+    notice.daemon = True
+    notice.start()
+    try:
+        yield
+    finally:
+        notice.cancel()
+
+
 def ensure_topics(
     client: dict[str, Any],
     topics: Iterable[str],
@@ -771,7 +808,8 @@ def ensure_topics(
     settings: dict[str, Any] = {**client, "logger": CLIENT_LOG}
     admin = AdminClient(settings)
     wanted = sorted(set(topics))
-    known = admin.list_topics(timeout=timeout_s).topics
+    with waiting_on(str(client.get("bootstrap.servers")), timeout_s):
+        known = admin.list_topics(timeout=timeout_s).topics
     missing = [t for t in wanted if t not in known]
     if missing and not create:
         raise MissingTopicError(

@@ -29,6 +29,7 @@ from flows.pipeline import FlowConfig, Record, build_flow
 from flows.reports import ReportOutput
 from foreshock import shutdown
 from foreshock.config import OutputSettings, TopicSettings
+from foreshock.errors import UserError
 from foreshock.present import describe_gap, describe_incident, describe_warning
 from foreshock.records import (
     Anomaly,
@@ -52,11 +53,16 @@ class DemoReport:
     warnings: list[EarlyWarning] = field(default_factory=list)
     incidents: dict[str, Incident] = field(default_factory=dict)
     opened: list[Incident] = field(default_factory=list)
+    # The end of the latest window scored: how far the simulation got.
+    reached: datetime | None = None
 
     def take(self, record: Record) -> None:
         match record:
             case KpiScore():
                 self.windows += 1
+                end = record.kpi.window_end
+                if self.reached is None or end > self.reached:
+                    self.reached = end
             case Anomaly():
                 self.anomalies += 1
             case DeadLetter():
@@ -110,6 +116,8 @@ def run_demo(
     output: Literal["human", "native", "cloudevents"] = "human",
     reports: Path | None = None,
 ) -> int:
+    if reports is not None:
+        _make_reports_folder(reports)
     stack = demo_stack(seed) if hours is None else demo_stack(seed, hours=hours)
     if output != "human":
         simulate(stack, _message_printer(OutputSettings(format=output)), reports)
@@ -127,6 +135,27 @@ def run_demo(
         for incident_id in report.incidents:
             _emit(f"  report: {reports / f'{incident_id}.html'}\n")
     return 0
+
+
+def _make_reports_folder(reports: Path) -> None:
+    """Create `reports` if missing, or say in one line why it cannot hold them.
+
+    The report sink logs a page it cannot write and goes on, as alerting
+    must; in the demo, a folder that cannot be used is said once, up front.
+    """
+    try:
+        reports.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(
+            f"cannot use {str(reports)!r} as the reports folder "
+            f"({error.strerror or error}); give --reports a folder that can be "
+            "created and written"
+        ) from error
+    if not os.access(reports, os.W_OK | os.X_OK):
+        raise UserError(
+            f"cannot write into the reports folder {str(reports)!r}; give "
+            "--reports a folder that can be written"
+        )
 
 
 def _message_printer(output: OutputSettings) -> Callable[[Record], None]:
@@ -174,6 +203,10 @@ def _summary(stack: SimulatedStack, report: DemoReport, seconds: float) -> str:
             f"{failure.description} (cause: {failure.root_cause_service})"
         )
         match = _incident_for(report, failure.start, failure.end)
+        stopped_in_it = report.reached is None or report.reached <= failure.end
+        if match is None and shutdown.requested() and stopped_in_it:
+            lines.append("    -> not over when the run was stopped")
+            continue
         if match is None:
             lines.append("    -> no incident")
             continue

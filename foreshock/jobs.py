@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -102,6 +103,16 @@ def kafka_flow(settings: Settings, *, until_end: bool = False) -> Dataflow:
     # Every process lists the same partitions: the correlator waits for
     # each windowed one, whichever process reads it and whenever it starts.
     parts = source.all_parts()
+    index, count = _process_of(settings)
+    if count > 1 and not sorted(parts)[index::count]:
+        log.warning(
+            "process %s of %s has no partition to read: the input topics (%s) "
+            "have %s in all; give them at least as many partitions as processes",
+            index,
+            count,
+            ", ".join(k.input_topics),
+            len(parts),
+        )
     windowed = [
         part
         for part in parts
@@ -186,6 +197,9 @@ def notice_sink(settings: Settings) -> DynamicSink[Output] | None:
 
 def run_kafka_job(config: Path | None, *, until_end: bool = False) -> int:
     settings = load_settings(config)
+    # Only the flow runs as one process of a cluster, so only it needs to
+    # know which one.
+    settings.cluster = settings.cluster.this_process()
     log.info(
         "starting topics=%s bootstrap=%s alertmanager=%s",
         settings.kafka.input_topics,
@@ -248,10 +262,20 @@ def _nothing_read(settings: Settings, created: list[str]) -> str:
             f"foreshock: nothing was read from {', '.join(k.input_topics)}: this "
             "run created it; check the name in kafka.input_topics"
         )
+    topics = ", ".join(k.input_topics)
+    _, processes = _process_of(settings)
+    reader = "this process" if processes > 1 else "this run"
+    if settings.recovery.dir is not None:
+        return (
+            f"foreshock: {reader} read nothing from {topics}: empty, or read "
+            "already: with recovery a job goes on from the offsets of its "
+            f"snapshots in {settings.recovery.dir}, whatever kafka.group_id "
+            "says (empty that directory to read it again)"
+        )
     return (
-        f"foreshock: nothing was read from {', '.join(k.input_topics)}: empty, "
-        f"or read already by group {k.group_id!r} (set kafka.group_id to "
-        "another name to read it again)"
+        f"foreshock: {reader} read nothing from {topics}: empty, or read "
+        f"already by group {k.group_id!r} (set kafka.group_id to another name "
+        "to read it again)"
     )
 
 
@@ -284,13 +308,42 @@ def execute(
         epoch.total_seconds(),
         settings.recovery.dir,
     )
-    cli_main(  # type: ignore[no-untyped-call]
-        flow,
-        workers_per_process=c.workers_per_process,
-        process_id=c.process_id if c.addresses else None,
-        addresses=c.addresses or None,
-        epoch_interval=epoch,
-        recovery_config=recovery,
+    # The processes of a cluster wait for each other, silently, before any
+    # of them starts; a wait this long is said.
+    waiting = threading.Timer(
+        _CLUSTER_QUIET_S,
+        _still_waiting,
+        args=(c.process_id, c.addresses),
+    )
+    waiting.daemon = True
+    if len(c.addresses) > 1:
+        waiting.start()
+    try:
+        cli_main(  # type: ignore[no-untyped-call]
+            flow,
+            workers_per_process=c.workers_per_process,
+            process_id=c.process_id if c.addresses else None,
+            addresses=c.addresses or None,
+            epoch_interval=epoch,
+            recovery_config=recovery,
+        )
+    finally:
+        waiting.cancel()
+
+
+_CLUSTER_QUIET_S = 10.0
+
+
+def _still_waiting(process_id: int | None, addresses: list[str]) -> None:
+    if shutdown.running():
+        return
+    others = [a for i, a in enumerate(addresses) if i != process_id]
+    log.warning(
+        "process %s is waiting for the other processes of the cluster to "
+        "connect: %s (cluster.addresses); start each with its own "
+        "cluster.process_id",
+        process_id,
+        ", ".join(others),
     )
 
 
@@ -303,17 +356,11 @@ def replay_dataset(
     config: Path | None,
 ) -> int:
     from connectors.nezha import load_day
+    from foreshock.datasets import nezha_days
     from foreshock.replay import replay
 
     settings = load_settings(config)
-    days = sorted(p for p in (data / "rca_data").iterdir() if p.is_dir())
-    if day is not None:
-        days = [p for p in days if p.name == day]
-    if not days:
-        raise FileNotFoundError(
-            f"no day {day or '*'!r} under {data / 'rca_data'}: expected a Nezha "
-            "folder with rca_data/<day>/"
-        )
+    days = nezha_days(data, day)
     target = topic or settings.kafka.input_topics[0]
     client = {
         "bootstrap.servers": settings.kafka.bootstrap_servers,

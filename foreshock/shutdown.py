@@ -12,6 +12,16 @@ lost, as on any restart without recovery. A second signal stops at once.
 
 Kubernetes stops a pod with SIGTERM, and a person at a terminal with
 Ctrl-C: both take the same way.
+
+Python runs a signal handler only when the main thread runs Python, and
+while Bytewax waits in its native code (for the other processes of a
+cluster to connect, before any input is read) it runs none. So a watcher
+thread is woken by every signal too (`signal.set_wakeup_fd`): before the
+flow has opened its inputs, a signal the handler has not taken within a
+few seconds stops the process at once, with a line that says why; once it
+runs, so does a second signal while the handler has taken neither (a flow
+stuck in native code). Nothing was read yet in the first case, and the
+second is the stop at once a second signal asks for anyway.
 """
 
 from __future__ import annotations
@@ -21,16 +31,32 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-__all__ = ["on_signals", "request", "requested", "reset"]
+__all__ = ["on_signals", "request", "requested", "reset", "running", "started"]
 
 log = logging.getLogger(__name__)
 
 _STOP = threading.Event()
+_STARTED = threading.Event()
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# How long a signal may wait for its handler before the watcher takes over.
+_UNHEARD_S = 3.0
+# Signals the handler has taken since `on_signals` began.
+_heard = 0
+
+
+def started() -> None:
+    """Note that the flow runs: an input partition was opened."""
+    _STARTED.set()
+
+
+def running() -> bool:
+    """Whether an input partition was opened since the last `reset`."""
+    return _STARTED.is_set()
 
 
 def requested() -> bool:
@@ -44,11 +70,14 @@ def request() -> None:
 
 
 def reset() -> None:
-    """Forget an earlier request (a new run in the same process)."""
+    """Forget an earlier request and start (a new run in the same process)."""
     _STOP.clear()
+    _STARTED.clear()
 
 
 def _on_signal(number: int, frame: FrameType | None) -> None:
+    global _heard
+    _heard += 1
     if _STOP.is_set():
         # Raising here would reach Bytewax as a worker panic with a Rust
         # backtrace; what was not snapshotted is read again on a restart
@@ -61,8 +90,8 @@ def _on_signal(number: int, frame: FrameType | None) -> None:
         os._exit(128 + number)
     name = signal.Signals(number).name
     log.warning(
-        "%s received: stopping once what was read is handled, which waits "
-        "for Kafka if the broker is away; send it again to stop at once",
+        "%s received: stopping once what was read is handled (and delivered, "
+        "when the output is Kafka); send it again to stop at once",
         name,
     )
     _STOP.set()
@@ -79,11 +108,58 @@ def on_signals() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    global _heard
+    _heard = 0
     before = {number: signal.getsignal(number) for number in _SIGNALS}
     for number in _SIGNALS:
         signal.signal(number, _on_signal)
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    woken_before = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    watcher = threading.Thread(target=_watch, args=(read,), daemon=True)
+    watcher.start()
     try:
         yield
     finally:
+        signal.set_wakeup_fd(woken_before)
+        os.close(write)
+        watcher.join(timeout=_UNHEARD_S + 1)
         for number, handler in before.items():
             signal.signal(number, handler)
+
+
+def _watch(read: int) -> None:
+    """Stop the process at once when a signal's handler does not run in
+    time; ends when the write end of `read` is closed."""
+    received = 0
+    with os.fdopen(read, "rb", buffering=0) as wakeups:
+        while numbers := wakeups.read(64):
+            for number in numbers:
+                if number not in _SIGNALS:
+                    continue
+                received += 1
+                # A running flow is given its handler's time to stop
+                # cleanly; a second signal it has not heard either is
+                # asked to stop at once.
+                if running() and received - _heard < 2:
+                    continue
+                deadline = time.monotonic() + _UNHEARD_S
+                while _heard < received and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                if _heard < received:
+                    _unheard(number)
+
+
+def _unheard(number: int) -> None:
+    where = (
+        "the flow did not answer it"
+        if running()
+        else "the flow had not started: the processes of a cluster wait for "
+        "each other (cluster.addresses) before they read anything"
+    )
+    sys.stderr.write(
+        f"foreshock: {signal.Signals(number).name} received and {where}; "
+        "stopped at once\n"
+    )
+    sys.stderr.flush()
+    os._exit(128 + number)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -23,9 +24,12 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     NewTopic,
 )
 
-from connectors.kafka import consume_all
+from connectors.kafka import consume_all, produce_all
+from connectors.messages import OutMessage
 from foreshock import incidents_cli
 from foreshock.cli import _parser, main
+from foreshock.config import load_settings
+from foreshock.jobs import kafka_flow
 from tests.kafka_helpers import TopicFactory, delete_topics
 
 _REPO = Path(__file__).resolve().parent.parent
@@ -90,9 +94,53 @@ def test_a_run_that_reads_nothing_says_why_it_may_be(
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 0
     assert last == (
-        f"foreshock: nothing was read from {topic}: empty, or read already by "
-        f"group '{topic}' (set kafka.group_id to another name to read it again)"
+        f"foreshock: this run read nothing from {topic}: empty, or read already "
+        f"by group '{topic}' (set kafka.group_id to another name to read it again)"
     )
+
+
+@pytest.mark.kafka
+def test_a_resumed_run_that_reads_nothing_points_at_its_recovery_store(
+    kafka_bootstrap: str,
+    kafka_topics: TopicFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    [topic] = kafka_topics("resumed-in")
+    store = tmp_path / "recovery"
+    monkeypatch.setenv("FORESHOCK_RECOVERY__DIR", str(store))
+    monkeypatch.setenv("FORESHOCK_RECOVERY__SNAPSHOT_INTERVAL_S", "1")
+    config = _config(tmp_path / "f.toml", kafka_bootstrap, topic)
+    produce_all(
+        kafka_bootstrap,
+        [OutMessage(topic, b"web", _page_view(n)) for n in range(20)],
+    )
+    assert main(["run", "--config", str(config), "--until-end"]) == 0
+    capsys.readouterr()
+    # Another group does not read it again: the snapshots hold the offsets.
+    monkeypatch.setenv("FORESHOCK_KAFKA__GROUP_ID", f"{topic}-again")
+
+    code = main(["run", "--config", str(config), "--until-end"])
+
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 0
+    assert last == (
+        f"foreshock: this run read nothing from {topic}: empty, or read already: "
+        "with recovery a job goes on from the offsets of its snapshots in "
+        f"{store}, whatever kafka.group_id says (empty that directory to read "
+        "it again)"
+    )
+
+
+def _page_view(n: int) -> bytes:
+    event = {
+        "time": f"2025-03-04T10:{n:02d}:00Z",
+        "layer": "frontend",
+        "service": "web",
+        "payload": {"kind": "page_view", "load_ms": 800},
+    }
+    return json.dumps(event).encode()
 
 
 @pytest.mark.kafka
@@ -196,14 +244,15 @@ def test_a_replay_stopped_by_ctrl_c_says_how_many_events_it_published(
         assert process.stderr is not None
         _wait_for_records(kafka_bootstrap, topic)
         process.send_signal(signal.SIGINT)
-        said = process.stderr.read().decode().strip().splitlines()[-1]
+        said = process.stderr.read().decode().strip().splitlines()
         code = process.wait(timeout=60)
 
     held = len(consume_all(kafka_bootstrap, topic))
     assert code == 130
-    assert (
-        said == f"foreshock: replay stopped after {held} events delivered to '{topic}'"
-    )
+    assert [line for line in said if "replay stopped" in line] == [
+        f"foreshock: replay stopped after {held} events delivered to '{topic}'"
+    ]
+    assert said[-1].startswith("foreshock: replay stopped")
 
 
 def _wait_for_records(bootstrap: str, topic: str, timeout_s: float = 60.0) -> None:
@@ -459,3 +508,75 @@ def test_a_second_signal_stops_the_job_at_once_without_a_backtrace(
         "the last snapshot"
     )
     assert "panicked" not in said and "Traceback" not in said
+
+
+@pytest.mark.kafka
+def test_a_process_waiting_for_its_cluster_says_so_and_stops_on_a_signal(
+    kafka_bootstrap: str, kafka_topics: TopicFactory, tmp_path: Path
+) -> None:
+    # Process 0 of two, started alone: Bytewax waits in native code for
+    # process 1, where Python runs no signal handler.
+    [topic] = kafka_topics("cluster-in")
+    ports = []
+    for _ in range(2):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    config = _config(tmp_path / "f.toml", kafka_bootstrap, topic)
+    with config.open("a") as more:
+        addresses = ", ".join(f'"127.0.0.1:{port}"' for port in ports)
+        more.write(f"[cluster]\naddresses = [{addresses}]\nprocess_id = 0\n")
+    log = tmp_path / "run.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "foreshock.cli", "run", "--config", str(config)],
+            cwd=_REPO,
+            stderr=sink,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while "is waiting for the other" not in log.read_text(errors="replace"):
+            assert process.poll() is None, log.read_text(errors="replace")[-2000:]
+            assert time.monotonic() < deadline, "the wait was never said"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=30)
+    finally:
+        process.kill()
+        process.wait()
+
+    said = log.read_text(errors="replace").strip().splitlines()
+    assert code == 128 + signal.SIGINT
+    assert said[-2].endswith(
+        f"WARNING foreshock.jobs: process 0 is waiting for the other processes "
+        f"of the cluster to connect: 127.0.0.1:{ports[1]} (cluster.addresses); "
+        "start each with its own cluster.process_id"
+    )
+    assert said[-1] == (
+        "foreshock: SIGINT received and the flow had not started: the "
+        "processes of a cluster wait for each other (cluster.addresses) before "
+        "they read anything; stopped at once"
+    )
+
+
+@pytest.mark.kafka
+def test_a_process_left_without_a_partition_says_so_at_start(
+    kafka_bootstrap: str,
+    kafka_topics: TopicFactory,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    [topic] = kafka_topics("one-partition")
+    config = _config(tmp_path / "f.toml", kafka_bootstrap, topic)
+    with config.open("a") as more:
+        more.write(
+            '[cluster]\naddresses = ["127.0.0.1:1", "127.0.0.1:2"]\nprocess_id = 1\n'
+        )
+
+    with caplog.at_level(logging.WARNING, logger="foreshock.jobs"):
+        kafka_flow(load_settings(config), until_end=True)
+
+    assert [r.getMessage() for r in caplog.records] == [
+        f"process 1 of 2 has no partition to read: the input topics ({topic}) "
+        "have 1 in all; give them at least as many partitions as processes"
+    ]

@@ -5,9 +5,10 @@ from pathlib import Path
 import pytest
 
 from connectors.simulator import SimulatedStack, demo_stack
-from foreshock.demo import DemoReport, simulate
+from foreshock import shutdown
+from foreshock.demo import DemoReport, _summary, simulate
 from foreshock.present import describe_incident
-from foreshock.records import Incident, Record
+from foreshock.records import Incident, KpiScore, Record
 
 README = Path(__file__).parents[1] / "README.md"
 
@@ -59,3 +60,27 @@ def test_the_readme_shows_an_incident_as_the_demo_prints_it(
     ]
 
     assert shown == describe_incident(opened)
+
+
+def test_a_stopped_demo_says_which_failures_it_did_not_see_to_their_end(
+    demo: tuple[SimulatedStack, DemoReport, list[Record]],
+) -> None:
+    stack, _, records = demo
+    last = stack.failures[-1]
+    # The records of a run stopped just after the last failure began: those
+    # published before the first window scored from then.
+    cut = DemoReport()
+    for record in records:
+        if isinstance(record, KpiScore) and record.kpi.window_start >= last.start:
+            break
+        cut.take(record)
+    shutdown.request()
+    try:
+        lines = _summary(stack, cut, 1.0).splitlines()
+    finally:
+        shutdown.reset()
+
+    said = [line.strip() for line in lines if line.strip().startswith("->")]
+    assert len(said) == len(stack.failures)
+    assert said[-1] == "-> not over when the run was stopped"
+    assert all(line.startswith("-> incident ") for line in said[:-1])
