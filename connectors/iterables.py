@@ -34,6 +34,7 @@ class IterableSource(FixedPartitionedSource[RawBatch, int]):
     def build_part(
         self, step_id: str, for_part: str, resume_state: int | None
     ) -> _Partition:
+        shutdown.started()
         return _Partition(iter(self._batches()), resume_state or 0)
 
 

@@ -52,6 +52,7 @@ __all__ = [
     "StartingOffset",
     "consume_all",
     "ensure_topics",
+    "parts_of_process",
     "produce_all",
     "retention_ms",
     "waiting_on",
@@ -195,12 +196,12 @@ class KafkaSource(FixedPartitionedSource[RawBatch, int]):
     - `formats` maps a topic to the format of its records ("native" when not
       named); each batch carries its topic's format, so the flow picks the
       decoder without knowing where the batch came from.
-    - `process` = (index, count) in a cluster of processes: of all
-      partitions sorted by name, as Bytewax sorts them, this process lists,
-      and so reads, every count-th from its index on (Bytewax builds a
-      partition where it is listed), so partitions are spread evenly rather
-      than wherever a hash of their names falls, and the j-th is read by
-      process `j % count` (`flows.placement` keeps its windows there).
+    - `process` = (index, count) in a cluster of processes of `workers`
+      workers each: this process lists, and so reads, the partitions
+      `parts_of_process` gives it (Bytewax builds a partition where it is
+      listed), so that partitions are spread evenly rather than wherever a
+      hash of their names falls, and each is read by the worker that
+      `flows.placement` keeps its windows on.
     """
 
     def __init__(
@@ -214,14 +215,18 @@ class KafkaSource(FixedPartitionedSource[RawBatch, int]):
         stop_at_end: bool = False,
         formats: Mapping[str, str] | None = None,
         process: tuple[int, int] = (0, 1),
+        workers: int = 1,
     ) -> None:
         _check_source_arguments(topics, config, starting_offset, batch_size)
         index, count = process
         if not 0 <= index < count:
             raise ValueError(f"process {index} of {count} does not exist")
+        if workers < 1:
+            raise ValueError(f"a process needs at least one worker, got {workers}")
         self._topics = list(topics)
         self._formats = dict(formats or {})
         self._process = process
+        self._workers = workers
         self._settings = _SourceSettings(
             dict(config), starting_offset, batch_size, poll_timeout_s, stop_at_end
         )
@@ -229,7 +234,7 @@ class KafkaSource(FixedPartitionedSource[RawBatch, int]):
     def list_parts(self) -> list[str]:
         """The partitions this process reads, as "topic:partition"."""
         index, count = self._process
-        return sorted(self.all_parts())[index::count]
+        return parts_of_process(self.all_parts(), index, count, self._workers)
 
     def all_parts(self) -> list[str]:
         """Every partition of every topic, as "topic:partition"."""
@@ -261,6 +266,25 @@ class KafkaSource(FixedPartitionedSource[RawBatch, int]):
             resume_state,
             self._formats.get(topic, "native"),
         )
+
+
+def parts_of_process(
+    parts: Iterable[str], index: int, count: int, workers: int = 1
+) -> list[str]:
+    """The partitions process `index` of `count` reads, each process with
+    `workers` workers.
+
+    Bytewax sorts a source's partitions by name and gives the j-th to worker
+    `j % (count * workers)` of those listing it, and the workers of process
+    i are numbered from `i * workers`; so this process lists the partitions
+    whose worker is one of its own.
+    """
+    total = count * workers
+    return [
+        part
+        for place, part in enumerate(sorted(set(parts)))
+        if (place % total) // workers == index
+    ]
 
 
 def _check_source_arguments(

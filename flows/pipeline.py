@@ -55,7 +55,27 @@ from foreshock.topology import Topology
 from foreshock.windows import WindowPolicy, WindowSpec, WindowStore
 from models import Detector, make_detector
 
-__all__ = ["FlowConfig", "Record", "build_flow", "tune_garbage_collector"]
+__all__ = [
+    "FLOW_ID",
+    "WINDOW_STEP",
+    "FlowConfig",
+    "Record",
+    "build_flow",
+    "tune_garbage_collector",
+    "window_state_step",
+]
+
+
+# The dataflow's id, which names its steps' snapshots in a recovery store.
+FLOW_ID = "foreshock"
+# The window step, and the id under which Bytewax snapshots its state
+# (`op.stateful` runs as a `stateful_batch` inside it).
+WINDOW_STEP = "window"
+
+
+def window_state_step(flow_id: str) -> str:
+    """The step id of the window step's snapshots in flow `flow_id`."""
+    return f"{flow_id}.{WINDOW_STEP}.stateful_batch"
 
 
 @dataclass(frozen=True)
@@ -104,7 +124,7 @@ def build_flow(
     source: Source[RawBatch],
     sink: Sink[Any],
     config: FlowConfig,
-    flow_id: str = "foreshock",
+    flow_id: str = FLOW_ID,
     encode: Callable[[Record], Any] | None = None,
     alerts: Sink[Output] | None = None,
     feedback: Source[RawBatch] | None = None,
@@ -133,7 +153,7 @@ def build_flow(
     keys = config.window_keys
     by_shard = op.key_on("key_shard", batches, lambda b: keys.get(b.shard, b.shard))
     # (shard's window key, KpiRecord | DeadLetter | LateEvent)
-    windowed = op.stateful("window", by_shard, _window_builder(config))
+    windowed = op.stateful(WINDOW_STEP, by_shard, _window_builder(config))
     items = op.key_rm("unkey_shard", windowed)
     kpis = op.filter_map("kpis", items, _kpi_or_none)
     rejected = op.filter_map("rejected", items, _rejected_or_none)

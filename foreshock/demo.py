@@ -203,10 +203,14 @@ def _summary(stack: SimulatedStack, report: DemoReport, seconds: float) -> str:
             f"{failure.description} (cause: {failure.root_cause_service})"
         )
         match = _incident_for(report, failure.start, failure.end)
-        stopped_in_it = report.reached is None or report.reached <= failure.end
-        if match is None and shutdown.requested() and stopped_in_it:
-            lines.append("    -> not over when the run was stopped")
-            continue
+        reached = report.reached
+        if match is None and shutdown.requested():
+            if reached is None or reached <= failure.start:
+                lines.append("    -> not reached when the run was stopped")
+                continue
+            if reached <= failure.end:
+                lines.append("    -> not over when the run was stopped")
+                continue
         if match is None:
             lines.append("    -> no incident")
             continue

@@ -16,11 +16,23 @@ from bytewax.run import cli_main
 
 from connectors.alertmanager import AlertmanagerConfig, AlertmanagerSink
 from connectors.fanout import FanOutSink
-from connectors.kafka import KafkaSink, KafkaSource, ensure_topics, retention_ms
+from connectors.kafka import (
+    KafkaSink,
+    KafkaSource,
+    ensure_topics,
+    parts_of_process,
+    retention_ms,
+)
 from connectors.reports import ReportDirectorySink
 from connectors.routing import encoder, refusal_encoder
 from connectors.webhook import WebhookSink
-from flows.pipeline import FlowConfig, build_flow, tune_garbage_collector
+from flows.pipeline import (
+    FLOW_ID,
+    FlowConfig,
+    build_flow,
+    tune_garbage_collector,
+    window_state_step,
+)
 from flows.placement import window_keys
 from flows.reports import ReportOutput
 from foreshock import shutdown, telemetry
@@ -28,7 +40,7 @@ from foreshock.config import MetricsSettings, Settings, load_settings, redacted_
 from foreshock.correlation import CorrelationConfig, Output
 from foreshock.decode import CHANGE_FORMAT, Decoder, decoder_for
 from foreshock.errors import UserError
-from foreshock.recovery import open_store
+from foreshock.recovery import check_window_keys, last_snapshot_epoch, open_store
 from foreshock.telemetry import MetricsServer, serve_metrics
 from foreshock.topology import Topology
 
@@ -89,6 +101,7 @@ def kafka_flow(settings: Settings, *, until_end: bool = False) -> Dataflow:
         stop_at_end=until_end,
         formats=k.formats,
         process=_process_of(settings),
+        workers=settings.cluster.workers_per_process,
     )
     # With recovery, nothing may be snapshotted before Kafka has it. A record
     # Kafka refuses for good is replaced by its dead letter.
@@ -104,7 +117,8 @@ def kafka_flow(settings: Settings, *, until_end: bool = False) -> Dataflow:
     # each windowed one, whichever process reads it and whenever it starts.
     parts = source.all_parts()
     index, count = _process_of(settings)
-    if count > 1 and not sorted(parts)[index::count]:
+    mine = parts_of_process(parts, index, count, settings.cluster.workers_per_process)
+    if count > 1 and not mine:
         log.warning(
             "process %s of %s has no partition to read: the input topics (%s) "
             "have %s in all; give them at least as many partitions as processes",
@@ -118,10 +132,17 @@ def kafka_flow(settings: Settings, *, until_end: bool = False) -> Dataflow:
         for part in parts
         if k.formats.get(part.rpartition(":")[0]) != CHANGE_FORMAT
     ]
+    keys = window_keys(parts)
+    if settings.recovery.dir is not None and settings.recovery.dir.is_dir():
+        check_window_keys(
+            settings.recovery.dir,
+            window_state_step(FLOW_ID),
+            {keys.get(part, part) for part in windowed},
+        )
     config = replace(
         flow_config(settings),
         shards=frozenset(windowed),
-        window_keys=window_keys(parts),
+        window_keys=keys,
     )
     return build_flow(
         source,
@@ -136,7 +157,7 @@ def kafka_flow(settings: Settings, *, until_end: bool = False) -> Dataflow:
 
 def _process_of(settings: Settings) -> tuple[int, int]:
     """(this process's index, how many processes) of the configured cluster."""
-    c = settings.cluster
+    c = settings.cluster.this_process()
     if not c.addresses or c.process_id is None:
         return 0, 1
     return c.process_id, len(c.addresses)
@@ -222,12 +243,22 @@ def run_kafka_job(config: Path | None, *, until_end: bool = False) -> int:
             ", ".join(new_inputs),
         )
     recovery = open_store(settings.recovery, settings.cluster)
+    resumed = (
+        settings.recovery.dir is not None
+        and last_snapshot_epoch(settings.recovery.dir) is not None
+    )
     metrics = _serve_metrics(settings.metrics) if settings.metrics.enabled else None
     read_before = telemetry.records_read()
     try:
         flow = kafka_flow(settings, until_end=until_end)
         tune_garbage_collector()
-        with shutdown.on_signals():
+        waiting = (
+            "the flow had not started: the processes of a cluster wait for "
+            "each other (cluster.addresses) before they read anything"
+            if len(settings.cluster.addresses) > 1
+            else "the flow had not started"
+        )
+        with shutdown.on_signals(waiting):
             execute(flow, settings, recovery)
     finally:
         if metrics is not None:
@@ -238,7 +269,7 @@ def run_kafka_job(config: Path | None, *, until_end: bool = False) -> int:
     elif until_end:
         print(f"done: {telemetry.summary()}", file=sys.stderr)
         if telemetry.records_read() == read_before:
-            print(_nothing_read(settings, new_inputs), file=sys.stderr)
+            print(_nothing_read(settings, new_inputs, resumed), file=sys.stderr)
     log.info("stopped")
     return 0
 
@@ -255,7 +286,7 @@ def _serve_metrics(settings: MetricsSettings) -> MetricsServer:
         ) from error
 
 
-def _nothing_read(settings: Settings, created: list[str]) -> str:
+def _nothing_read(settings: Settings, created: list[str], resumed: bool) -> str:
     k = settings.kafka
     if created == k.input_topics:
         return (
@@ -265,7 +296,7 @@ def _nothing_read(settings: Settings, created: list[str]) -> str:
     topics = ", ".join(k.input_topics)
     _, processes = _process_of(settings)
     reader = "this process" if processes > 1 else "this run"
-    if settings.recovery.dir is not None:
+    if resumed:
         return (
             f"foreshock: {reader} read nothing from {topics}: empty, or read "
             "already: with recovery a job goes on from the offsets of its "

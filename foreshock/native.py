@@ -54,7 +54,13 @@ from foreshock.windows import WindowSpec, WindowStore
 if TYPE_CHECKING:
     from foreshock_native import Scanner
 
-__all__ = ["NativeScanner", "description", "key_routed_to", "scanner_for"]
+__all__ = [
+    "NativeScanner",
+    "description",
+    "key_routed_to",
+    "route_hash",
+    "scanner_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +255,16 @@ def scanner_for(
     if extension is None:
         return None
     return NativeScanner(extension, store, tracks_receipt)
+
+
+def route_hash(key: str) -> int | None:
+    """The hash Bytewax routes the state key `key` by (`flows.placement`);
+    None without the extension."""
+    try:
+        from foreshock_native import route_hash as hashed
+    except ImportError:
+        return None
+    return hashed(key)
 
 
 def key_routed_to(name: str, residue: int, modulus: int) -> str | None:

@@ -22,7 +22,7 @@ import logging
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
@@ -34,6 +34,7 @@ from foreshock.errors import UserError
 
 __all__ = [
     "RecoveryStoreError",
+    "check_window_keys",
     "held_parts",
     "last_snapshot_epoch",
     "open_store",
@@ -65,7 +66,18 @@ def open_store(
     held = held_parts(directory)
     _check_counts(directory, held, recovery.partitions)
     own = [i for i in wanted if i in held]
-    if not own:
+    if not own and held:
+        # Right for processes sharing one folder on one host; on a volume of
+        # its own, a process finding only others' files has the wrong id.
+        log.warning(
+            "recovery.dir %s holds files of other processes (%s); process %s "
+            "makes its own beside them. If this process has a volume of its "
+            "own, check cluster.process_id",
+            directory,
+            _files(sorted(held)),
+            cluster.process_id or 0,
+        )
+    if not own and wanted:
         _create(directory, recovery.partitions, wanted)
         log.info(
             "recovery store created dir=%s parts=%s of=%s",
@@ -94,6 +106,11 @@ def held_parts(directory: Path) -> dict[int, int]:
             with _read_only(path) as db:
                 rows = db.execute("SELECT part_index, part_count FROM parts")
                 held.update((int(index), int(count)) for index, count in rows)
+        except sqlite3.OperationalError as error:
+            raise RecoveryStoreError(
+                f"cannot read the recovery file {str(path)!r} ({error}); check "
+                "its permissions, and that no other job is writing it"
+            ) from error
         except sqlite3.DatabaseError as error:
             raise RecoveryStoreError(
                 f"{str(path)!r} is not a recovery file ({error}); move it out of "
@@ -101,6 +118,36 @@ def held_parts(directory: Path) -> dict[int, int]:
                 "the saved state"
             ) from error
     return held
+
+
+def check_window_keys(directory: Path, step_id: str, keys: Collection[str]) -> None:
+    """Refuse a store whose step `step_id` holds state under keys not in
+    `keys`, the ones this run gives its partitions' windows.
+
+    Bytewax would rebuild that state under its old key while this run's
+    items go to the new one: each window then open would be published in
+    two halves.
+    """
+    held: set[str] = set()
+    for path in sorted(directory.glob(_PATTERN)):
+        with _read_only(path) as db:
+            rows = db.execute(
+                "SELECT state_key, ser_change FROM snaps AS s WHERE step_id = ? "
+                "AND snap_epoch = (SELECT MAX(snap_epoch) FROM snaps AS t "
+                "WHERE t.step_id = s.step_id AND t.state_key = s.state_key)",
+                (step_id,),
+            )
+            held.update(key for key, change in rows if change is not None)
+    strange = sorted(held - set(keys))
+    if strange:
+        raise RecoveryStoreError(
+            f"the recovery store {str(directory)!r} holds window state under "
+            f"keys this run does not give: {_some(strange)}. It was written "
+            "with other input partitions, or by a build with or without the "
+            "native extension where this one differs, and resuming would split "
+            "the windows then open in two; run as it was written, or empty the "
+            "directory to start over without the saved state"
+        )
 
 
 def last_snapshot_epoch(directory: Path) -> int | None:
@@ -181,6 +228,12 @@ def _in_words(items: Sequence[object]) -> str:
     if len(words) < 2:
         return "".join(words)
     return f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+def _some(items: Sequence[str], shown: int = 3) -> str:
+    if len(items) <= shown:
+        return _in_words(items)
+    return f"{', '.join(items[:shown])} and {len(items) - shown} more"
 
 
 def _read_only(path: Path) -> closing[sqlite3.Connection]:

@@ -98,11 +98,13 @@ def _on_signal(number: int, frame: FrameType | None) -> None:
 
 
 @contextmanager
-def on_signals() -> Iterator[None]:
+def on_signals(before_start: str = "the flow had not started") -> Iterator[None]:
     """Within the block, SIGINT and SIGTERM ask for a stop instead of raising.
 
-    Handlers can only be set from the main thread; elsewhere (a flow run by
-    a test's thread) the block changes nothing.
+    `before_start` says, should a signal go unheard before the flow opens
+    its inputs, what the process was doing. Handlers can only be set from
+    the main thread; elsewhere (a flow run by a test's thread) the block
+    changes nothing.
     """
     reset()
     if threading.current_thread() is not threading.main_thread():
@@ -116,7 +118,7 @@ def on_signals() -> Iterator[None]:
     read, write = os.pipe()
     os.set_blocking(write, False)
     woken_before = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
-    watcher = threading.Thread(target=_watch, args=(read,), daemon=True)
+    watcher = threading.Thread(target=_watch, args=(read, before_start), daemon=True)
     watcher.start()
     try:
         yield
@@ -128,7 +130,7 @@ def on_signals() -> Iterator[None]:
             signal.signal(number, handler)
 
 
-def _watch(read: int) -> None:
+def _watch(read: int, before_start: str) -> None:
     """Stop the process at once when a signal's handler does not run in
     time; ends when the write end of `read` is closed."""
     received = 0
@@ -147,16 +149,11 @@ def _watch(read: int) -> None:
                 while _heard < received and time.monotonic() < deadline:
                     time.sleep(0.05)
                 if _heard < received:
-                    _unheard(number)
+                    _unheard(number, before_start)
 
 
-def _unheard(number: int) -> None:
-    where = (
-        "the flow did not answer it"
-        if running()
-        else "the flow had not started: the processes of a cluster wait for "
-        "each other (cluster.addresses) before they read anything"
-    )
+def _unheard(number: int, before_start: str) -> None:
+    where = "the flow did not answer it" if running() else before_start
     sys.stderr.write(
         f"foreshock: {signal.Signals(number).name} received and {where}; "
         "stopped at once\n"

@@ -82,5 +82,5 @@ def test_a_stopped_demo_says_which_failures_it_did_not_see_to_their_end(
 
     said = [line.strip() for line in lines if line.strip().startswith("->")]
     assert len(said) == len(stack.failures)
-    assert said[-1] == "-> not over when the run was stopped"
+    assert said[-1] == "-> not reached when the run was stopped"
     assert all(line.startswith("-> incident ") for line in said[:-1])

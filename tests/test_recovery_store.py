@@ -6,14 +6,25 @@ from __future__ import annotations
 import re
 import shutil
 import socket
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from bytewax.recovery import init_db_dir
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.testing import TestingSink, run_main
 
+from connectors.iterables import IterableSource, event_batches
+from flows.pipeline import FLOW_ID, FlowConfig, build_flow, window_state_step
 from foreshock.cli import main
 from foreshock.config import ClusterSettings, RecoverySettings
-from foreshock.recovery import RecoveryStoreError, held_parts, open_store
+from foreshock.layers import Layer
+from foreshock.recovery import (
+    RecoveryStoreError,
+    check_window_keys,
+    held_parts,
+    open_store,
+)
+from foreshock.schema import Event, PageView
 from tests.flow_runs import (
     MINUTES,
     incident_events,
@@ -274,3 +285,48 @@ def test_two_processes_sharing_a_directory_run_and_resume(
     assert _done(first_run, "events late") == 0
     assert _done(second_run, "records read") == len(events)
     assert _done(second_run, "events late") == len(events)
+
+
+def _page_views(minutes: int) -> list[Event]:
+    start = datetime(2025, 3, 4, 10, tzinfo=UTC)
+    return [
+        Event(
+            time=start + timedelta(minutes=m, seconds=s),
+            layer=Layer.FRONTEND,
+            service="web",
+            payload=PageView(load_ms=800),
+        )
+        for m in range(minutes)
+        for s in (5, 35)
+    ]
+
+
+def test_a_store_with_window_state_under_other_keys_is_refused(
+    tmp_path: Path,
+) -> None:
+    # A real store: the flow snapshots the window step's state of partition
+    # "telemetry:0" under that name, as a build without the native extension
+    # keys it.
+    store = tmp_path / "store"
+    store.mkdir()
+    init_db_dir(store, 1)  # type: ignore[no-untyped-call]
+    batches = list(event_batches("telemetry:0", _page_views(3), 10))
+    flow = build_flow(IterableSource(lambda: batches), TestingSink([]), FlowConfig())
+    run_main(  # type: ignore[no-untyped-call]
+        flow,
+        epoch_interval=timedelta(days=1),
+        recovery_config=RecoveryConfig(store),  # type: ignore[no-untyped-call]
+    )
+    step = window_state_step(FLOW_ID)
+
+    check_window_keys(store, step, {"telemetry:0"})
+    with pytest.raises(RecoveryStoreError) as refused:
+        check_window_keys(store, step, {"telemetry:0~41", "telemetry:1~7"})
+
+    assert str(refused.value) == (
+        f"the recovery store {str(store)!r} holds window state under keys this "
+        "run does not give: telemetry:0. It was written with other input "
+        "partitions, or by a build with or without the native extension where "
+        "this one differs, and resuming would split the windows then open in "
+        f"two; run as it was written, {_START_OVER}"
+    )

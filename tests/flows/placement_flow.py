@@ -4,7 +4,8 @@ keeps the partition's window state (`tests/flows/test_placement.py`).
 Each partition emits its name with the process and thread that read it; a
 stateful step keyed as the window step keys it adds where it ran. Run it in
 one process with several workers, or as a cluster with `FORESHOCK_PROCESS`
-= "index/count", where each process lists its share as `KafkaSource` does.
+= "index/count/workers", where each process lists its share as
+`KafkaSource` does.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from connectors.kafka import parts_of_process
 from flows.placement import window_keys
 
 # Names as `KafkaSource` gives them, more than ten to a topic so that their
@@ -45,8 +47,8 @@ class _Part(StatefulSourcePartition[tuple[str, str], None]):
 
 class _Source(FixedPartitionedSource[tuple[str, str], None]):
     def list_parts(self) -> list[str]:
-        index, _, count = os.environ.get("FORESHOCK_PROCESS", "0/1").partition("/")
-        return sorted(PARTS)[int(index) :: int(count)]
+        index, count, workers = os.environ.get("FORESHOCK_PROCESS", "0/1/1").split("/")
+        return parts_of_process(PARTS, int(index), int(count), int(workers))
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Part:
         return _Part(for_part)
@@ -56,7 +58,7 @@ class _Print(StatelessSinkPartition[tuple[str, str, str]]):
     def write_batch(self, items: list[tuple[str, str, str]]) -> None:
         for part, read, kept in items:
             # One write a line, so that workers' lines never interleave.
-            os.write(1, f"{part} {read} {kept}\n".encode())
+            os.write(1, f"placed {part} {read} {kept}\n".encode())
 
 
 class _Stdout(DynamicSink[tuple[str, str, str]]):
