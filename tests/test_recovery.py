@@ -224,8 +224,11 @@ def own_broker() -> Iterator[LocalKafka]:
 
 
 def test_the_flow_rides_out_a_broker_restart(
-    own_broker: LocalKafka, tmp_path: Path
+    own_broker: LocalKafka, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The broker is this test's own: a session broker named in the
+    # environment would override the configuration's.
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
     bootstrap = own_broker.bootstrap_servers
     made: list[str] = []
 
