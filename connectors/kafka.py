@@ -821,11 +821,13 @@ def ensure_topics(
     create: bool,
     timeout_s: float = 30,
     config: dict[str, str] | None = None,
+    partitions: int | None = None,
 ) -> list[str]:
     """Make sure `topics` exist; return those this call created.
 
-    With `create`, missing topics are made with the broker's defaults for
-    partitions and replication, and the topic settings `config` gives. Without
+    With `create`, missing topics are made with `partitions` partitions (the
+    broker's default if None) and its default replication, and the topic
+    settings `config` gives. Without
     it, a missing topic is an error that names every missing one, raised
     before any work starts.
     """
@@ -842,7 +844,11 @@ def ensure_topics(
         )
     if not missing:
         return []
-    futures = admin.create_topics([NewTopic(t, config=config or {}) for t in missing])
+    # -1: the broker's default.
+    count = partitions if partitions is not None else -1
+    futures = admin.create_topics(
+        [NewTopic(t, num_partitions=count, config=config or {}) for t in missing]
+    )
     for topic, future in futures.items():
         try:
             future.result(timeout=timeout_s)

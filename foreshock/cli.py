@@ -265,6 +265,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--topic", default=None, help="default: the first input topic")
     replay.add_argument(
+        "--partitions",
+        type=int,
+        default=None,
+        help="partitions of the topic if replay makes it, at least as many as "
+        "the processes that will read it (default: the broker's default)",
+    )
+    replay.add_argument(
         "--speedup", type=float, default=0.0, help="0: as fast as possible"
     )
     replay.add_argument(
@@ -380,7 +387,13 @@ def _replay(args: argparse.Namespace) -> int:
     from foreshock.jobs import replay_dataset
 
     return replay_dataset(
-        args.dataset, args.data, args.day, args.topic, args.speedup, args.config
+        args.dataset,
+        args.data,
+        args.day,
+        args.topic,
+        args.speedup,
+        args.config,
+        args.partitions,
     )
 
 

@@ -344,9 +344,15 @@ class RecoverySettings(_Section):
     most processes the flow will ever run on. `backup_interval_s` keeps
     superseded snapshots that long, for a backup of `dir` taken meanwhile.
     `snapshot_interval_s` is also the epoch length without recovery.
+
+    In a cluster, each process has a `dir` of its own (a volume per pod)
+    and keeps there the files whose number, modulo the number of processes,
+    is its `process_id`; with `shared`, every process uses one `dir`
+    (processes on one host) and makes its own files beside the others'.
     """
 
     dir: Path | None = None
+    shared: bool = False
     partitions: int = Field(default=1, ge=1)
     snapshot_interval_s: float = Field(default=10.0, gt=0)
     backup_interval_s: float = Field(default=0.0, ge=0)

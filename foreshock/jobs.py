@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 from bytewax.dataflow import Dataflow
@@ -258,7 +260,7 @@ def run_kafka_job(config: Path | None, *, until_end: bool = False) -> int:
             if len(settings.cluster.addresses) > 1
             else "the flow had not started"
         )
-        with shutdown.on_signals(waiting):
+        with shutdown.on_signals(waiting, _slow_stop(settings)):
             execute(flow, settings, recovery)
     finally:
         if metrics is not None:
@@ -301,7 +303,8 @@ def _nothing_read(settings: Settings, created: list[str], resumed: bool) -> str:
             f"foreshock: {reader} read nothing from {topics}: empty, or read "
             "already: with recovery a job goes on from the offsets of its "
             f"snapshots in {settings.recovery.dir}, whatever kafka.group_id "
-            "says (empty that directory to read it again)"
+            "says (to read it again, start every process with an empty "
+            "recovery.dir: the saved state is then lost)"
         )
     return (
         f"foreshock: {reader} read nothing from {topics}: empty, or read "
@@ -358,6 +361,28 @@ def execute(
             epoch_interval=epoch,
             recovery_config=recovery,
         )
+    except RuntimeError as error:
+        if not c.addresses or "Address already in use" not in str(error):
+            raise
+        raise UserError(
+            f"this process cannot listen on its address "
+            f"{c.addresses[c.process_id or 0]} (in use): is another process "
+            f"running with cluster.process_id {c.process_id}, or another "
+            "program on that port?"
+        ) from error
+    except BaseException as error:
+        # Bytewax panics (pyo3's PanicException, not an Exception) in the
+        # thread that sends to a process of the cluster that went away.
+        lost_peer = type(error).__name__ == "PanicException" and "thread panic" in str(
+            error
+        )
+        if len(c.addresses) < 2 or not lost_peer:
+            raise
+        raise UserError(
+            "another process of the cluster went away (stopped or killed); "
+            "restart every process, which with recovery carry on from the "
+            "last snapshot"
+        ) from error
     finally:
         waiting.cancel()
 
@@ -378,6 +403,27 @@ def _still_waiting(process_id: int | None, addresses: list[str]) -> None:
     )
 
 
+def _slow_stop(settings: Settings) -> Callable[[], None] | None:
+    """What to say when a stop waits for the rest of the cluster, if a
+    cluster it is."""
+    c = settings.cluster
+    if len(c.addresses) < 2:
+        return None
+    return partial(_stopping_with_cluster, c.process_id, c.addresses)
+
+
+def _stopping_with_cluster(process_id: int | None, addresses: list[str]) -> None:
+    others = [a for i, a in enumerate(addresses) if i != process_id]
+    log.warning(
+        "process %s is still stopping: a cluster stops as a whole, so it "
+        "waits until every other process is stopped as well: %s "
+        "(cluster.addresses); send the signal again to stop it at once (a "
+        "restart with recovery carries on from the last snapshot)",
+        process_id,
+        ", ".join(others),
+    )
+
+
 def replay_dataset(
     dataset: str,
     data: Path,
@@ -385,6 +431,7 @@ def replay_dataset(
     topic: str | None,
     speedup: float,
     config: Path | None,
+    partitions: int | None = None,
 ) -> int:
     from connectors.nezha import load_day
     from foreshock.datasets import nezha_days
@@ -404,6 +451,7 @@ def replay_dataset(
         [target],
         create=settings.kafka.create_topics,
         config={"retention.ms": "-1"},
+        partitions=partitions,
     )
     kept_ms = retention_ms(client, target)
     if kept_ms >= 0:

@@ -8,16 +8,23 @@ number of processes is its own `process_id`, on storage of its own (a
 Kubernetes persistent volume per pod): a restarted pod finds its files
 again, and no two processes write the same file.
 
-Processes on one host may also share one directory: each then sees the
-others' files too, and Bytewax picks one process to write each file.
-`open_store` creates this process's files when the directory holds none
-of them, whatever files of other processes it holds; it refuses a store
-that lacks only some of them, and files made for another partition count,
-which Bytewax could not resume from.
+Bytewax resumes from whatever files the processes hold when they start,
+so a file left where no process looks for it loses its state silently.
+`open_store` creates this process's files when its directory holds none
+of them, and refuses, with what to move where, a directory that holds
+only some of them or (unless `recovery.shared`) files another process
+keeps: both are what changing the number of processes leaves behind. It
+refuses files made for another partition count, which Bytewax could not
+resume from, and fewer files than processes.
+
+With `recovery.shared`, processes on one host share one directory: each
+sees the others' files too, makes its own beside them, and Bytewax picks
+one process to write each file.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import shutil
 import sqlite3
@@ -26,6 +33,7 @@ from collections.abc import Collection, Sequence
 from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
+from typing import IO
 
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
@@ -63,20 +71,23 @@ def open_store(
     processes = max(1, len(cluster.addresses))
     wanted = parts_of_process(recovery.partitions, cluster.process_id or 0, processes)
 
+    if recovery.partitions < processes:
+        raise RecoveryStoreError(
+            f"recovery.partitions is {recovery.partitions}, fewer than the "
+            f"{processes} processes of cluster.addresses: each process needs a "
+            f"file of its own; set it to at least {processes} before the store "
+            "is first made"
+        )
+    _lock(directory, cluster.process_id or 0)
     held = held_parts(directory)
     _check_counts(directory, held, recovery.partitions)
     own = [i for i in wanted if i in held]
-    if not own and held:
-        # Right for processes sharing one folder on one host; on a volume of
-        # its own, a process finding only others' files has the wrong id.
-        log.warning(
-            "recovery.dir %s holds files of other processes (%s); process %s "
-            "makes its own beside them. If this process has a volume of its "
-            "own, check cluster.process_id",
-            directory,
-            _files(sorted(held)),
-            cluster.process_id or 0,
-        )
+    others = sorted(i for i in held if i not in wanted)
+    if others and not recovery.shared:
+        # A directory of its own holding another process's files was kept
+        # with another number of processes: resuming without those files
+        # where they belong would lose their state.
+        raise RecoveryStoreError(_misplaced(directory, others, processes))
     if not own and wanted:
         _create(directory, recovery.partitions, wanted)
         log.info(
@@ -91,6 +102,33 @@ def open_store(
         log.info("recovery store found dir=%s parts=%s", directory, sorted(held))
     backup = timedelta(seconds=recovery.backup_interval_s)
     return RecoveryConfig(directory, backup)  # type: ignore[no-untyped-call]
+
+
+# Lock files this process holds, by path, open for as long as it runs.
+_LOCKS: dict[Path, IO[bytes]] = {}
+
+
+def _lock(directory: Path, process_id: int) -> None:
+    """Hold this process's lock on the store, or refuse a second run on it.
+
+    Two runs resuming from one store would each publish everything again.
+    The lock is the operating system's (`flock`), so it ends with the
+    process however that ends.
+    """
+    path = (directory / f".lock-process-{process_id}").resolve()
+    if path in _LOCKS:
+        return
+    held = path.open("ab")
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as error:
+        held.close()
+        raise RecoveryStoreError(
+            f"another foreshock run uses the recovery store {str(directory)!r} "
+            f"as process {process_id}; stop it first, since two runs on one "
+            "store publish everything twice"
+        ) from error
+    _LOCKS[path] = held
 
 
 def parts_of_process(partitions: int, process_id: int, processes: int) -> list[int]:
@@ -145,8 +183,9 @@ def check_window_keys(directory: Path, step_id: str, keys: Collection[str]) -> N
             f"keys this run does not give: {_some(strange)}. It was written "
             "with other input partitions, or by a build with or without the "
             "native extension where this one differs, and resuming would split "
-            "the windows then open in two; run as it was written, or empty the "
-            "directory to start over without the saved state"
+            "the windows then open in two; start with an empty recovery.dir "
+            "(those windows are lost), or, if only the build changed, run the "
+            "build that wrote it"
         )
 
 
@@ -213,8 +252,28 @@ def _missing(directory: Path, own: list[int], wanted: list[int]) -> str:
     missing = [i for i in wanted if i not in own]
     return (
         f"the recovery store {str(directory)!r} holds {_files(own)} of this "
-        f"process but not {_files(missing)}; put the missing files back from "
-        "a backup, or empty the directory to start over without the saved state"
+        f"process but not {_files(missing)}; move the missing files here from "
+        "the recovery.dir that holds them (with another number of processes, "
+        "another process kept them), or put them back from a backup, or empty "
+        "every process's directory to start over without the saved state"
+    )
+
+
+def _misplaced(directory: Path, others: list[int], processes: int) -> str:
+    owners: dict[int, list[int]] = {}
+    for index in others:
+        owners.setdefault(index % processes, []).append(index)
+    where = "; ".join(
+        f"{_files(indexes)} to process {owner}'s"
+        for owner, indexes in sorted(owners.items())
+    )
+    return (
+        f"the recovery store {str(directory)!r} holds files that other processes "
+        f"keep with {processes} processes (each keeps the files whose number, "
+        "modulo the number of processes, is its cluster.process_id): move "
+        f"{where} recovery.dir, replacing any file there, then start every "
+        "process again; if all processes use this one directory, set "
+        "recovery.shared = true"
     )
 
 

@@ -32,7 +32,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
@@ -47,6 +47,10 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _UNHEARD_S = 3.0
 # Signals the handler has taken since `on_signals` began.
 _heard = 0
+# How long a stop may take before the caller's `on_slow_stop` is called.
+_SLOW_STOP_S = 10.0
+# Started by the first signal, cancelled when the block of `on_signals` ends.
+_slow_stop: threading.Timer | None = None
 
 
 def started() -> None:
@@ -95,23 +99,32 @@ def _on_signal(number: int, frame: FrameType | None) -> None:
         name,
     )
     _STOP.set()
+    if _slow_stop is not None:
+        _slow_stop.start()
 
 
 @contextmanager
-def on_signals(before_start: str = "the flow had not started") -> Iterator[None]:
+def on_signals(
+    before_start: str = "the flow had not started",
+    on_slow_stop: Callable[[], None] | None = None,
+) -> Iterator[None]:
     """Within the block, SIGINT and SIGTERM ask for a stop instead of raising.
 
     `before_start` says, should a signal go unheard before the flow opens
-    its inputs, what the process was doing. Handlers can only be set from
-    the main thread; elsewhere (a flow run by a test's thread) the block
-    changes nothing.
+    its inputs, what the process was doing. `on_slow_stop` is called, from
+    another thread, when the block is still running `_SLOW_STOP_S` after
+    the first signal. Handlers can only be set from the main thread;
+    elsewhere (a flow run by a test's thread) the block changes nothing.
     """
     reset()
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    global _heard
+    global _heard, _slow_stop
     _heard = 0
+    if on_slow_stop is not None:
+        _slow_stop = threading.Timer(_SLOW_STOP_S, on_slow_stop)
+        _slow_stop.daemon = True
     before = {number: signal.getsignal(number) for number in _SIGNALS}
     for number in _SIGNALS:
         signal.signal(number, _on_signal)
@@ -123,6 +136,9 @@ def on_signals(before_start: str = "the flow had not started") -> Iterator[None]
     try:
         yield
     finally:
+        if _slow_stop is not None:
+            _slow_stop.cancel()
+            _slow_stop = None
         signal.set_wakeup_fd(woken_before)
         os.close(write)
         watcher.join(timeout=_UNHEARD_S + 1)

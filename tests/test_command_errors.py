@@ -128,8 +128,8 @@ def test_a_resumed_run_that_reads_nothing_points_at_its_recovery_store(
     assert last == (
         f"foreshock: this run read nothing from {topic}: empty, or read already: "
         "with recovery a job goes on from the offsets of its snapshots in "
-        f"{store}, whatever kafka.group_id says (empty that directory to read "
-        "it again)"
+        f"{store}, whatever kafka.group_id says (to read it again, start every "
+        "process with an empty recovery.dir: the saved state is then lost)"
     )
 
 
@@ -161,14 +161,14 @@ def test_a_run_on_a_topic_it_had_to_create_says_to_check_the_name(
 
 
 @pytest.mark.kafka
-def test_a_replay_into_a_new_topic_makes_it_keep_records_of_any_age(
+def test_a_replay_into_a_new_topic_makes_it_as_asked_keeping_records_of_any_age(
     kafka_bootstrap: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     topic = f"foreshock-test-replay-{uuid.uuid4().hex[:8]}"
     config = _config(tmp_path / "f.toml", kafka_bootstrap, topic)
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
 
-    code, said = _replay_day(config, caplog)
+    code, said = _replay_day(config, caplog, "--partitions", "3")
 
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
     [entry] = [
@@ -178,8 +178,10 @@ def test_a_replay_into_a_new_topic_makes_it_keep_records_of_any_age(
         .items()
         if name == "retention.ms"
     ]
+    partitions = admin.list_topics(topic, timeout=30).topics[topic].partitions
     delete_topics(admin, [topic])
     assert code == 0
+    assert len(partitions) == 3
     assert (entry.value, entry.source) == (
         "-1",
         ConfigSource.DYNAMIC_TOPIC_CONFIG.value,
@@ -188,7 +190,7 @@ def test_a_replay_into_a_new_topic_makes_it_keep_records_of_any_age(
 
 
 def _replay_day(
-    config: Path, caplog: pytest.LogCaptureFixture
+    config: Path, caplog: pytest.LogCaptureFixture, *more: str
 ) -> tuple[int, list[str]]:
     """Replay one Nezha day with `config`: the exit code, and what the run
     said of the topic's retention."""
@@ -196,7 +198,7 @@ def _replay_day(
         pytest.skip(f"the Nezha data is not at {NEZHA}; set FORESHOCK_DATA")
     with caplog.at_level(logging.WARNING):
         day = ["--data", str(NEZHA), "--day", "2022-08-23"]
-        code = main(["replay", *day, "--config", str(config)])
+        code = main(["replay", *day, "--config", str(config), *more])
     return code, [
         r.getMessage() for r in caplog.records if "retention.ms" in r.getMessage()
     ]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import shutil
 import socket
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -38,10 +40,17 @@ from tests.kafka_helpers import TopicFactory
 _START_OVER = "or empty the directory to start over without the saved state"
 
 
-def _open(store: Path, partitions: int, process_id: int, processes: int) -> None:
+def _open(
+    store: Path,
+    partitions: int,
+    process_id: int,
+    processes: int,
+    *,
+    shared: bool = False,
+) -> None:
     addresses = [f"localhost:{9999 - i}" for i in range(processes)]
     open_store(
-        RecoverySettings(dir=store, partitions=partitions),
+        RecoverySettings(dir=store, partitions=partitions, shared=shared),
         ClusterSettings(addresses=addresses, process_id=process_id),
     )
 
@@ -68,8 +77,8 @@ def test_processes_sharing_a_directory_each_make_their_own_files(
 ) -> None:
     store = tmp_path / "store"
 
-    _open(store, partitions=2, process_id=first, processes=2)
-    _open(store, partitions=2, process_id=1 - first, processes=2)
+    _open(store, partitions=2, process_id=first, processes=2, shared=True)
+    _open(store, partitions=2, process_id=1 - first, processes=2, shared=True)
 
     assert held_parts(store) == {0: 2, 1: 2}
     assert _files(store) == ["part-0.sqlite3", "part-1.sqlite3"]
@@ -81,43 +90,71 @@ def test_a_restart_on_a_shared_directory_makes_no_new_file(tmp_path: Path) -> No
     before = {p.name: p.stat().st_mtime_ns for p in store.glob("*.sqlite3")}
 
     for process_id in (0, 1):
-        _open(store, partitions=4, process_id=process_id, processes=2)
+        _open(store, partitions=4, process_id=process_id, processes=2, shared=True)
 
     assert {p.name: p.stat().st_mtime_ns for p in store.glob("*.sqlite3")} == before
 
 
-def test_a_process_keeps_files_of_its_own_only(tmp_path: Path) -> None:
+def test_a_process_sharing_a_directory_makes_its_own_files_only(
+    tmp_path: Path,
+) -> None:
     store = tmp_path / "store"
     _made_for(store, 4, 1, 3)
 
-    _open(store, partitions=4, process_id=0, processes=2)
+    _open(store, partitions=4, process_id=0, processes=2, shared=True)
 
     assert held_parts(store) == {0: 4, 1: 4, 2: 4, 3: 4}
 
 
-def test_a_process_with_no_file_to_keep_makes_none(tmp_path: Path) -> None:
+def test_a_directory_of_its_own_holding_others_files_is_refused(
+    tmp_path: Path,
+) -> None:
+    # One process kept all four files; now process 0 of 3 keeps 0 and 3,
+    # process 1 keeps 1, process 2 keeps 2.
     store = tmp_path / "store"
-    _made_for(store, 2, 0, 1)
+    _made_for(store, 4, 0, 1, 2, 3)
 
-    _open(store, partitions=2, process_id=2, processes=3)
+    with pytest.raises(RecoveryStoreError) as refused:
+        _open(store, partitions=4, process_id=0, processes=3)
 
-    assert _files(store) == ["part-0.sqlite3", "part-1.sqlite3"]
+    assert str(refused.value) == (
+        f"the recovery store '{store}' holds files that other processes keep "
+        "with 3 processes (each keeps the files whose number, modulo the "
+        "number of processes, is its cluster.process_id): move part-1.sqlite3 "
+        "to process 1's; part-2.sqlite3 to process 2's recovery.dir, replacing "
+        "any file there, then start every process again; if all processes use "
+        "this one directory, set recovery.shared = true"
+    )
+    assert _files(store) == [f"part-{i}.sqlite3" for i in range(4)]
+
+
+def test_fewer_files_than_processes_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(RecoveryStoreError) as refused:
+        _open(tmp_path / "store", partitions=2, process_id=2, processes=3)
+
+    assert str(refused.value) == (
+        "recovery.partitions is 2, fewer than the 3 processes of "
+        "cluster.addresses: each process needs a file of its own; set it to at "
+        "least 3 before the store is first made"
+    )
 
 
 def test_a_process_missing_some_of_its_files_is_refused(tmp_path: Path) -> None:
     store = tmp_path / "store"
-    # Process 0 of 2 keeps files 0 and 2 of 4; file 2 is gone.
-    _made_for(store, 4, 0, 1, 3)
+    # Process 0 of 2 keeps files 0 and 2 of 4; file 2 is elsewhere.
+    _made_for(store, 4, 0)
 
     with pytest.raises(RecoveryStoreError) as refused:
         _open(store, partitions=4, process_id=0, processes=2)
 
     assert str(refused.value) == (
         f"the recovery store '{store}' holds part-0.sqlite3 of this process but "
-        "not part-2.sqlite3; put the missing files back from a backup, "
-        f"{_START_OVER}"
+        "not part-2.sqlite3; move the missing files here from the recovery.dir "
+        "that holds them (with another number of processes, another process "
+        "kept them), or put them back from a backup, or empty every process's "
+        "directory to start over without the saved state"
     )
-    assert _files(store) == ["part-0.sqlite3", "part-1.sqlite3", "part-3.sqlite3"]
+    assert _files(store) == ["part-0.sqlite3"]
 
 
 def test_files_of_another_partition_count_are_refused_before_any_is_made(
@@ -255,7 +292,7 @@ def test_two_processes_sharing_a_directory_run_and_resume(
         outputs,
         recovery=store,
         extra={
-            "recovery": {"partitions": 2},
+            "recovery": {"partitions": 2, "shared": True},
             "cluster": {"addresses": [f"127.0.0.1:{p}" for p in _free_ports(2)]},
         },
     )
@@ -328,5 +365,42 @@ def test_a_store_with_window_state_under_other_keys_is_refused(
         "run does not give: telemetry:0. It was written with other input "
         "partitions, or by a build with or without the native extension where "
         "this one differs, and resuming would split the windows then open in "
-        f"two; run as it was written, {_START_OVER}"
+        "two; start with an empty recovery.dir (those windows are lost), or, if "
+        "only the build changed, run the build that wrote it"
     )
+
+
+def test_a_second_run_on_a_store_in_use_is_refused(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    # Another run: a process of its own that takes the store's lock.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from foreshock.config import ClusterSettings, RecoverySettings\n"
+            "from foreshock.recovery import open_store\n"
+            f"open_store(RecoverySettings(dir={str(store)!r}), ClusterSettings())\n"
+            "print('locked', flush=True)\n"
+            "time.sleep(60)\n",
+        ],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RecoveryStoreError) as refused:
+            _open(store, partitions=1, process_id=0, processes=1)
+    finally:
+        holder.kill()
+        holder.wait()
+
+    assert str(refused.value) == (
+        f"another foreshock run uses the recovery store '{store}' as process 0; "
+        "stop it first, since two runs on one store publish everything twice"
+    )
+    # Its lock ends with it.
+    _open(store, partitions=1, process_id=0, processes=1)
