@@ -260,7 +260,12 @@ def run_kafka_job(config: Path | None, *, until_end: bool = False) -> int:
             if len(settings.cluster.addresses) > 1
             else "the flow had not started"
         )
-        with shutdown.on_signals(waiting, _slow_stop(settings)):
+        at_once = (
+            "a restart carries on from the last snapshot"
+            if recovery is not None
+            else "windows still open are lost (recovery is off)"
+        )
+        with shutdown.on_signals(waiting, _slow_stop(settings), at_once):
             execute(flow, settings, recovery)
     finally:
         if metrics is not None:
@@ -277,15 +282,25 @@ def run_kafka_job(config: Path | None, *, until_end: bool = False) -> int:
 
 
 def _serve_metrics(settings: MetricsSettings) -> MetricsServer:
-    """The metrics endpoint, or one line on what to change if it cannot open."""
+    """The metrics endpoint, or one line on what to change if it cannot open.
+
+    A port picked by the system (`metrics.port = 0`) is said on stderr, since
+    nothing else tells it.
+    """
     try:
-        return serve_metrics(settings.port, settings.address)
+        server = serve_metrics(settings.port, settings.address)
     except OSError as error:
         raise UserError(
             f"cannot serve metrics on {settings.address}:{settings.port} "
             f"({error.strerror or error}); set metrics.port to a free port "
             "(0 picks one) or metrics.enabled = false"
         ) from error
+    if settings.port == 0:
+        print(
+            f"foreshock: metrics on http://{settings.address}:{server.port}/metrics",
+            file=sys.stderr,
+        )
+    return server
 
 
 def _nothing_read(settings: Settings, created: list[str], resumed: bool) -> str:

@@ -47,6 +47,8 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _UNHEARD_S = 3.0
 # Signals the handler has taken since `on_signals` began.
 _heard = 0
+# What a stop at once leaves, as `on_signals` was told.
+_at_once = "what it had not written out is lost"
 # How long a stop may take before the caller's `on_slow_stop` is called.
 _SLOW_STOP_S = 10.0
 # Started by the first signal, cancelled when the block of `on_signals` ends.
@@ -86,10 +88,7 @@ def _on_signal(number: int, frame: FrameType | None) -> None:
         # Raising here would reach Bytewax as a worker panic with a Rust
         # backtrace; what was not snapshotted is read again on a restart
         # with recovery, so nothing is gained by unwinding.
-        sys.stderr.write(
-            "foreshock: stopped at once; a restart with recovery carries on "
-            "from the last snapshot\n"
-        )
+        sys.stderr.write(f"foreshock: stopped at once; {_at_once}\n")
         sys.stderr.flush()
         os._exit(128 + number)
     name = signal.Signals(number).name
@@ -107,11 +106,13 @@ def _on_signal(number: int, frame: FrameType | None) -> None:
 def on_signals(
     before_start: str = "the flow had not started",
     on_slow_stop: Callable[[], None] | None = None,
+    at_once: str = "what it had not written out is lost",
 ) -> Iterator[None]:
     """Within the block, SIGINT and SIGTERM ask for a stop instead of raising.
 
     `before_start` says, should a signal go unheard before the flow opens
-    its inputs, what the process was doing. `on_slow_stop` is called, from
+    its inputs, what the process was doing; `at_once`, when a second signal
+    stops it at once, what becomes of its work. `on_slow_stop` is called, from
     another thread, when the block is still running `_SLOW_STOP_S` after
     the first signal. Handlers can only be set from the main thread;
     elsewhere (a flow run by a test's thread) the block changes nothing.
@@ -120,8 +121,9 @@ def on_signals(
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    global _heard, _slow_stop
+    global _heard, _slow_stop, _at_once
     _heard = 0
+    _at_once = at_once
     if on_slow_stop is not None:
         _slow_stop = threading.Timer(_SLOW_STOP_S, on_slow_stop)
         _slow_stop.daemon = True

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -505,9 +506,9 @@ def test_a_second_signal_stops_the_job_at_once_without_a_backtrace(
 
     said = log.read_text(errors="replace")
     assert code == 128 + signal.SIGTERM
+    # The job runs without recovery.
     assert said.strip().splitlines()[-1] == (
-        "foreshock: stopped at once; a restart with recovery carries on from "
-        "the last snapshot"
+        "foreshock: stopped at once; windows still open are lost (recovery is off)"
     )
     assert "panicked" not in said and "Traceback" not in said
 
@@ -582,3 +583,26 @@ def test_a_process_left_without_a_partition_says_so_at_start(
         f"process 1 of 2 has no partition to read: the input topics ({topic}) "
         "have 1 in all; give them at least as many partitions as processes"
     ]
+
+
+@pytest.mark.kafka
+def test_a_metrics_port_the_system_picks_is_said(
+    kafka_bootstrap: str,
+    kafka_topics: TopicFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    [topic] = kafka_topics("metrics-in")
+    config = _config(tmp_path / "f.toml", kafka_bootstrap, topic)
+    monkeypatch.setenv("FORESHOCK_METRICS__ENABLED", "true")
+    monkeypatch.setenv("FORESHOCK_METRICS__PORT", "0")
+    monkeypatch.setenv("FORESHOCK_METRICS__ADDRESS", "127.0.0.1")
+
+    code = main(["run", "--config", str(config), "--until-end"])
+
+    said = capsys.readouterr().err.splitlines()
+    assert code == 0
+    [line] = [s for s in said if s.startswith("foreshock: metrics on ")]
+    assert re.fullmatch(r"foreshock: metrics on http://127\.0\.0\.1:\d+/metrics", line)
+    assert not line.endswith(":0/metrics")
