@@ -75,6 +75,11 @@ class KafkaSettings(_Section):
     # the value whole.
     dead_letter_bytes: int = Field(default=262_144, ge=0)
 
+    def client_config(self) -> dict[str, str]:
+        """What every Kafka client of the job is given: the brokers and
+        `client`."""
+        return {"bootstrap.servers": self.bootstrap_servers, **self.client}
+
     @model_validator(mode="after")
     def _known_formats(self) -> KafkaSettings:
         known = [*format_names(), CHANGE_FORMAT]

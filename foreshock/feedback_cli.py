@@ -145,7 +145,7 @@ def publish(settings: Settings, feedback: Feedback, key: str) -> None:
         feedback.model_dump_json().encode(),
         (("foreshock-record", b"Feedback/1"),),
     )
-    client = {"bootstrap.servers": k.bootstrap_servers, **k.client}
+    client = k.client_config()
     ensure_topics(client, [settings.topics.feedback], create=k.create_topics)
     produce_all(k.bootstrap_servers, [message], config=k.client)
 

@@ -94,7 +94,7 @@ def decoders(settings: Settings) -> dict[str, Decoder]:
 def kafka_flow(settings: Settings, *, until_end: bool = False) -> Dataflow:
     """The main dataflow between the configured Kafka topics."""
     k = settings.kafka
-    client = {"bootstrap.servers": k.bootstrap_servers, **k.client}
+    client = k.client_config()
     source = KafkaSource(
         k.input_topics,
         {**client, "group.id": k.group_id},
@@ -178,7 +178,7 @@ def feedback_source(
     k = settings.kafka
     return KafkaSource(
         [settings.topics.feedback],
-        {"bootstrap.servers": k.bootstrap_servers, **k.client},
+        k.client_config(),
         starting_offset="earliest",
         stop_at_end=until_end,
     )
@@ -230,10 +230,7 @@ def run_kafka_job(config: Path | None, *, until_end: bool = False) -> int:
         redacted_url(settings.alertmanager.url),
     )
     created = ensure_topics(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap_servers,
-            **settings.kafka.client,
-        },
+        settings.kafka.client_config(),
         [*settings.kafka.input_topics, *_output_topics(settings)],
         create=settings.kafka.create_topics,
     )
@@ -388,10 +385,8 @@ def execute(
     except BaseException as error:
         # Bytewax panics (pyo3's PanicException, not an Exception) in the
         # thread that sends to a process of the cluster that went away.
-        lost_peer = type(error).__name__ == "PanicException" and "thread panic" in str(
-            error
-        )
-        if len(c.addresses) < 2 or not lost_peer:
+        panicked = type(error).__name__ == "PanicException"
+        if len(c.addresses) < 2 or not panicked or "thread panic" not in str(error):
             raise
         raise UserError(
             "another process of the cluster went away (stopped or killed); "
@@ -405,16 +400,20 @@ def execute(
 _CLUSTER_QUIET_S = 10.0
 
 
+def _peers(process_id: int | None, addresses: list[str]) -> str:
+    """The addresses of the other processes of the cluster, listed."""
+    return ", ".join(a for i, a in enumerate(addresses) if i != process_id)
+
+
 def _still_waiting(process_id: int | None, addresses: list[str]) -> None:
     if shutdown.running():
         return
-    others = [a for i, a in enumerate(addresses) if i != process_id]
     log.warning(
         "process %s is waiting for the other processes of the cluster to "
         "connect: %s (cluster.addresses); start each with its own "
         "cluster.process_id",
         process_id,
-        ", ".join(others),
+        _peers(process_id, addresses),
     )
 
 
@@ -428,14 +427,13 @@ def _slow_stop(settings: Settings) -> Callable[[], None] | None:
 
 
 def _stopping_with_cluster(process_id: int | None, addresses: list[str]) -> None:
-    others = [a for i, a in enumerate(addresses) if i != process_id]
     log.warning(
         "process %s is still stopping: a cluster stops as a whole, so it "
         "waits until every other process is stopped as well: %s "
         "(cluster.addresses); send the signal again to stop it at once (a "
         "restart with recovery carries on from the last snapshot)",
         process_id,
-        ", ".join(others),
+        _peers(process_id, addresses),
     )
 
 
@@ -455,10 +453,7 @@ def replay_dataset(
     settings = load_settings(config)
     days = nezha_days(data, day)
     target = topic or settings.kafka.input_topics[0]
-    client = {
-        "bootstrap.servers": settings.kafka.bootstrap_servers,
-        **settings.kafka.client,
-    }
+    client = settings.kafka.client_config()
     # Records keep their event times as Kafka timestamps, years old: a topic
     # made here keeps them for ever, and one that would delete them is said.
     ensure_topics(

@@ -2,13 +2,15 @@
 
 Shared by the recovery and scale-out tests: a small input with several
 windows and one incident, the configuration file of a run, the job as a
-subprocess, and the published records keyed the way consumers upsert them.
+subprocess, free ports for a cluster of them, and the published records
+keyed the way consumers upsert them.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -28,6 +30,7 @@ __all__ = [
     "T0",
     "Outputs",
     "committed",
+    "free_ports",
     "incident_events",
     "latest",
     "produce",
@@ -50,6 +53,18 @@ _TOPOLOGY = {
 _REPO = Path(__file__).resolve().parent.parent
 
 Json = dict[str, Any]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` different loopback ports free now, for processes to listen on."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 def incident_events(first_minute: int, end_minute: int) -> list[tuple[bytes, bytes]]:

@@ -12,19 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.flow_runs import free_ports
 from tests.kafka_helpers import TopicFactory
 
 _REPO = Path(__file__).resolve().parent.parent
 _TIMEOUT_S = 120.0
-
-
-def _free_ports(count: int) -> list[int]:
-    ports = []
-    for _ in range(count):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            ports.append(probe.getsockname()[1])
-    return ports
 
 
 def _config(path: Path, bootstrap: str, topic: str, ports: list[int], i: int) -> Path:
@@ -59,7 +51,7 @@ def _cluster(
 ) -> tuple[list[subprocess.Popen[bytes]], list[Path], list[int]]:
     """Two processes of one cluster, each reading one partition of `topic`,
     returned once both have opened it (which `-v` logs)."""
-    ports = _free_ports(2)
+    ports = free_ports(2)
     logs = [tmp_path / f"run{i}.log" for i in range(2)]
     processes = [
         _start(
@@ -138,7 +130,7 @@ def test_a_process_whose_address_is_taken_says_so_in_one_line(
     kafka_bootstrap: str, kafka_topics: TopicFactory, tmp_path: Path
 ) -> None:
     [topic] = kafka_topics("cluster-port")
-    ports = _free_ports(2)
+    ports = free_ports(2)
     config = _config(tmp_path / "f.toml", kafka_bootstrap, topic, ports, 0)
     log = tmp_path / "run.log"
 

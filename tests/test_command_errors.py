@@ -31,6 +31,7 @@ from foreshock import incidents_cli
 from foreshock.cli import _parser, main
 from foreshock.config import load_settings
 from foreshock.jobs import kafka_flow
+from tests.flow_runs import free_ports
 from tests.kafka_helpers import TopicFactory, delete_topics
 
 _REPO = Path(__file__).resolve().parent.parent
@@ -520,11 +521,7 @@ def test_a_process_waiting_for_its_cluster_says_so_and_stops_on_a_signal(
     # Process 0 of two, started alone: Bytewax waits in native code for
     # process 1, where Python runs no signal handler.
     [topic] = kafka_topics("cluster-in")
-    ports = []
-    for _ in range(2):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            ports.append(probe.getsockname()[1])
+    ports = free_ports(2)
     config = _config(tmp_path / "f.toml", kafka_bootstrap, topic)
     with config.open("a") as more:
         addresses = ", ".join(f'"127.0.0.1:{port}"' for port in ports)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -29,6 +28,7 @@ from foreshock.recovery import (
 from foreshock.schema import Event, PageView
 from tests.flow_runs import (
     MINUTES,
+    free_ports,
     incident_events,
     produce,
     start_run,
@@ -259,17 +259,6 @@ def test_a_file_that_is_not_sqlite_in_the_store_is_one_line(
     )
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def _done(logs: list[Path], what: str) -> int:
     """The sum over the processes' summaries of the count before `what`."""
     found = [re.search(rf"^done: .*?\b(\d+) {what}", p.read_text(), re.M) for p in logs]
@@ -293,7 +282,7 @@ def test_two_processes_sharing_a_directory_run_and_resume(
         recovery=store,
         extra={
             "recovery": {"partitions": 2, "shared": True},
-            "cluster": {"addresses": [f"127.0.0.1:{p}" for p in _free_ports(2)]},
+            "cluster": {"addresses": [f"127.0.0.1:{p}" for p in free_ports(2)]},
         },
     )
     events = incident_events(0, MINUTES)

@@ -3,7 +3,6 @@ so does one process with two workers."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from foreshock.jobs import kafka_flow
 from tests.flow_runs import (
     MINUTES,
     Outputs,
+    free_ports,
     incident_events,
     produce,
     read_outputs,
@@ -36,17 +36,6 @@ def _topics(make: TopicFactory, prefix: str) -> tuple[str, dict[str, str]]:
     [source] = make(f"{prefix}-in", partitions=_PARTITIONS)
     names = make(*(f"{prefix}-{kind}" for kind in _OUTPUTS))
     return source, dict(zip(_OUTPUTS, names, strict=True))
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def _one_process(bootstrap: str, make: TopicFactory, tmp_path: Path) -> Outputs:
@@ -72,7 +61,7 @@ def test_a_cluster_publishes_what_one_worker_does(
     produce(bootstrap, source, incident_events(0, MINUTES))
     cluster: dict[str, object] = {"workers_per_process": workers}
     if processes > 1:
-        cluster["addresses"] = [f"127.0.0.1:{p}" for p in _free_ports(processes)]
+        cluster["addresses"] = [f"127.0.0.1:{p}" for p in free_ports(processes)]
     config = write_config(
         tmp_path / "many.toml", bootstrap, source, outputs, extra={"cluster": cluster}
     )

@@ -10,7 +10,6 @@ two processes.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 
 from flows.placement import MODULUS, window_keys
 from foreshock.native import key_routed_to
+from tests.flow_runs import free_ports
 from tests.flows.placement_flow import PARTS
 
 _REPO = Path(__file__).resolve().parents[2]
@@ -58,13 +58,6 @@ def _run(flow: str, *args: str) -> str:
     return done.stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.mark.parametrize("workers", [2, 3, 4])
 def test_one_process_keeps_each_partitions_state_on_the_worker_reading_it(
     workers: int,
@@ -89,7 +82,7 @@ def test_keyed_by_name_some_partitions_state_lands_elsewhere() -> None:
 def test_two_processes_keep_each_partitions_state_on_the_worker_reading_it(
     workers: int,
 ) -> None:
-    ports = [_free_port(), _free_port()]
+    ports = free_ports(2)
     addresses = ";".join(f"127.0.0.1:{port}" for port in ports)
     command = [
         sys.executable,
