@@ -30,6 +30,7 @@ from foreshock.decode import (
     SampleDecoder,
     dead_letter_of,
     decode_native,
+    decoder_failed,
     oversized,
 )
 from foreshock.feedback import Feedback
@@ -140,7 +141,7 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
         if decoder is decode_native:
             self._native(value.messages, out)
         elif isinstance(decoder, SampleDecoder):
-            self._scanned(value.messages, decoder, out)
+            self._scanned(value.messages, value.format, decoder, out)
         else:
             self._decoded(value, decoder, out)
         out.extend(self._closed(store.close_ready()))
@@ -218,7 +219,11 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
             if decoder is None:
                 out.append(self._letter(message, _unknown_format(batch.format)))
                 continue
-            events, rejections = decoder(data)
+            try:
+                events, rejections = decoder(data)
+            except Exception as error:
+                out.append(self._letter(message, decoder_failed(batch.format, error)))
+                continue
             out.extend(self._letters(rejections, message))
             self._add_events(events, message, out)
 
@@ -246,6 +251,7 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
     def _scanned(
         self,
         messages: Sequence[RawMessage],
+        fmt: str,
         decoder: SampleDecoder,
         out: list[WindowItem],
     ) -> None:
@@ -260,7 +266,11 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
             data = self._usable(message, out)
             if data is None:
                 continue
-            samples, rejections = decoder.scan(data)
+            try:
+                samples, rejections = decoder.scan(data)
+            except Exception as error:
+                out.append(self._letter(message, decoder_failed(fmt, error)))
+                continue
             out.extend(self._letters(rejections, message))
             samples = self._unskewed(samples, message, out)
             for position, index, watermark_us in self.store.add_samples(samples):

@@ -9,6 +9,7 @@ so a mistake is reported at start-up with the setting's name.
 from __future__ import annotations
 
 import difflib
+import importlib
 import logging
 import os
 import re
@@ -19,7 +20,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -32,6 +40,7 @@ from connectors.rum import RumSettings
 from foreshock.decode import CHANGE_FORMAT, InputLimits, format_names
 from foreshock.errors import UserError
 from foreshock.windows import EPOCH, WindowPolicy, WindowSpec
+from models import make_detector
 
 if TYPE_CHECKING:
     from connectors.webhook import WebhookConfig
@@ -209,8 +218,31 @@ class WindowSettings(_Section):
 
 
 class DetectionSettings(_Section):
+    """Which detector watches each KPI series (`models.make_detector` names
+    them), and the score from which a window is anomalous."""
+
     detector: str = DEFAULT_DETECTOR
     threshold: float = Field(default=DEFAULT_THRESHOLD, gt=0, le=1)
+
+    @field_validator("detector")
+    @classmethod
+    def _known_detector(cls, name: str) -> str:
+        # Built once here, so that a wrong name stops the job at start-up
+        # rather than when the first window closes.
+        make_detector(name)
+        return name
+
+
+class ExtensionSettings(_Section):
+    """Python modules imported before the rest of the settings are read.
+
+    A module registers what it adds when imported: a format with
+    `foreshock.decode.register_format`, a detector with
+    `models.register_detector`. They must be importable (installed, or on
+    PYTHONPATH) in every process of the job.
+    """
+
+    modules: list[str] = Field(default_factory=list)
 
 
 class CorrelationSettings(_Section):
@@ -420,6 +452,7 @@ class Settings(BaseSettings):
         env_prefix="FORESHOCK_", env_nested_delimiter="__", extra="forbid"
     )
 
+    extensions: ExtensionSettings = Field(default_factory=ExtensionSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)
     output: OutputSettings = Field(default_factory=OutputSettings)
@@ -470,12 +503,31 @@ def load_settings(path: Path | None = None) -> Settings:
         with path.open("rb") as f:
             data = tomllib.load(f)
         _anchor_paths(data, path.parent)
+    _import_extensions(data.get("extensions"))
     _warn_of_unknown_sections(os.environ)
     settings = Settings(**data)  # type: ignore[arg-type]
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if bootstrap:
         settings.kafka.bootstrap_servers = bootstrap
     return settings
+
+
+def _import_extensions(section: object) -> None:
+    """Import the modules of the file's `[extensions]`, before the formats
+    and detectors they register are looked up by the other sections."""
+    modules = section.get("modules") if isinstance(section, dict) else None
+    if not isinstance(modules, list):
+        return  # the section's own validation says what is wrong with it
+    for name in modules:
+        if not isinstance(name, str):
+            continue
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            raise UserError(
+                f"extensions.modules: cannot import {name!r} ({error}); install "
+                "it or put its folder on PYTHONPATH"
+            ) from error
 
 
 def _warn_of_unknown_sections(environ: Mapping[str, str]) -> None:

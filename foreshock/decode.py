@@ -50,7 +50,9 @@ if TYPE_CHECKING:
     from foreshock.config import Settings
 
 __all__ = [
+    "DECODER_FAILED",
     "MAX_JSON_DEPTH",
+    "Decoded",
     "Decoder",
     "FormatUnavailableError",
     "InputLimits",
@@ -62,6 +64,7 @@ __all__ = [
     "dead_letter_of",
     "decode",
     "decode_native",
+    "decoder_failed",
     "decoder_for",
     "format_names",
     "oversized",
@@ -90,6 +93,22 @@ class Rejection:
     field: str | None = None
     event_id: str | None = None
     data: bytes | None = None
+
+
+# A decoder that raises instead of rejecting has a bug, not bad input: the
+# message it failed on becomes a dead letter under this reason, and the
+# traceback is logged at DEBUG (`foreshock -v`).
+DECODER_FAILED = "decoder_failed"
+
+
+def decoder_failed(fmt: str, error: Exception) -> Rejection:
+    """The rejection of a message whose `fmt` decoder raised `error`."""
+    log.debug("the %r decoder raised", fmt, exc_info=error)
+    return Rejection(
+        DECODER_FAILED,
+        f"the {fmt!r} decoder raised {type(error).__name__}: {error}; a decoder "
+        "returns rejections for input it cannot use instead of raising",
+    )
 
 
 Decoded = tuple[list[Event], list[Rejection]]

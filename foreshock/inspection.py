@@ -22,6 +22,7 @@ import base64
 import binascii
 import json
 import math
+import os
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from foreshock.config import load_settings
-from foreshock.decode import Decoder, Rejection, decoder_for
+from foreshock.decode import Decoder, Rejection, decoder_failed, decoder_for
 from foreshock.kpis import Aggregate
 from foreshock.measure import observe
 from foreshock.schema import Event, MetricSample
@@ -83,12 +84,25 @@ def decode_file(
     spec = settings.window.spec()
     try:
         with _open(path) as stream:
-            decoded = decode_lines(stream, decoder, base64_lines=binary, window=spec)
+            decoded = decode_lines(
+                stream, decoder, base64_lines=binary, window=spec, name=format
+            )
             write_decoded(decoded, out)
+    except BrokenPipeError:
+        # The reader went away (`| head`): what it wanted was written.
+        _quiet_stdout()
+        return 0
     except OSError as error:
         print(f"foreshock decode: cannot read {path!r}: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def _quiet_stdout() -> None:
+    """Point standard output at nothing, so that flushing it at exit cannot
+    raise again on the closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def _qualified(format: str, signal: str | None) -> str:
@@ -119,24 +133,32 @@ def decode_lines(
     *,
     base64_lines: bool = False,
     window: WindowSpec | None = None,
+    name: str = "given",
 ) -> Iterator[Line]:
     """One output object per event and per rejection, then a summary.
 
     Lines are numbered from 1; a trailing line break is not part of a message.
+    A decoder that raises on a line gives that line a dead letter (`name` is
+    the format it decodes), as the flow does.
     """
     spec = window or WindowSpec()
     counts: Counter[str] = Counter()
     for number, raw in enumerate(lines, start=1):
         counts["messages"] += 1
         message = raw.rstrip(b"\r\n")
-        for line in _decode_one(number, message, decoder, base64_lines, spec):
+        for line in _decode_one(number, message, decoder, base64_lines, spec, name):
             counts[line["outcome"]] += 1
             yield line
     yield _summary(counts)
 
 
 def _decode_one(
-    number: int, raw: bytes, decoder: Decoder, base64_lines: bool, spec: WindowSpec
+    number: int,
+    raw: bytes,
+    decoder: Decoder,
+    base64_lines: bool,
+    spec: WindowSpec,
+    name: str,
 ) -> Iterator[Line]:
     data = raw
     if base64_lines:
@@ -147,7 +169,11 @@ def _decode_one(
             yield _rejection(number, bad)
             return
 
-    events, rejections = decoder(data)
+    try:
+        events, rejections = decoder(data)
+    except Exception as error:
+        yield _rejection(number, decoder_failed(name, error))
+        return
     lines = [_event(number, event, spec) for event in events]
     yield from lines
     for rejection in rejections:

@@ -163,7 +163,9 @@ class DeadLetter(_Record):
     `truncated`. Reason "too_many_refused" stands for the events of one
     message beyond those given letters of their own; "output_refused" for
     an output record Kafka refused for good, never written anywhere, so its
-    partition and offset are -1 and `topic` is where it was going.
+    partition and offset are -1 and `topic` is where it was going;
+    "decoder_failed" for a message whose format's decoder raised, with the
+    error in `detail`.
     """
 
     reason: str

@@ -1,13 +1,19 @@
 """Online anomaly detectors for one KPI series each.
 
-`default_detector` builds what the flows use; `make_detector` builds any
-named variant (the benchmarks compare them).
+`make_detector` builds a detector by name: one of ours (`ensemble`, which
+the flows run, `longtail`, the best of ours on NAB, `robust_z`), with
+fields of its configuration changed (`ensemble:refractory=0`), any
+anomaly detector of River (`river:HalfSpaceTrees,window_size=100`, see
+`models.river_adapter`), or one a plugin added with `register_detector`.
+`default_detector` builds the long-tail detector, which the NAB benchmark
+scores by default; the flows take theirs from `detection.detector`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import fields, replace
+from difflib import get_close_matches
 from functools import cache
 from typing import Any, TypeVar
 
@@ -23,6 +29,7 @@ __all__ = [
     "default_detector",
     "detector_names",
     "make_detector",
+    "register_detector",
 ]
 
 _DIRECTIONS = ("up", "down", "both")
@@ -36,8 +43,23 @@ _VARIANTS: dict[str, Callable[[str], Detector]] = {
 _DEFAULT = "longtail"
 
 
+def register_detector(name: str, factory: Callable[[str], Detector]) -> None:
+    """Make `name` a detector: `factory(direction)` builds one for a series.
+
+    `direction` is "up", "down" or "both", the side of the KPI that hurts
+    (see `default_detector`). A plugin calls this when it is imported (the
+    configuration's `extensions.modules`), and `detection.detector = name`
+    then selects it.
+    """
+    if ":" in name or name in _VARIANTS:
+        raise ValueError(
+            f"detector name {name!r} is taken or has a ':'; choose another name"
+        )
+    _VARIANTS[name] = factory
+
+
 def default_detector(direction: str = "both") -> Detector:
-    """The detector the flows use for a KPI whose bad side is `direction`.
+    """The long-tail detector for a KPI whose bad side is `direction`.
 
     `direction` is "up" when only high values are bad (latency, error rate),
     "down" when only low ones are (throughput, availability), "both" otherwise.
@@ -45,26 +67,34 @@ def default_detector(direction: str = "both") -> Detector:
     return make_detector(_DEFAULT, direction)
 
 
-def make_detector(name: str = "default", direction: str = "both") -> Detector:
-    """A detector of the variant `name` ("default" for the flows' one).
+def make_detector(name: str = _DEFAULT, direction: str = "both") -> Detector:
+    """A detector named `name` for a KPI whose bad side is `direction`.
 
     `ensemble:field=value,...` builds the ensemble detector with those
     fields of `EnsembleConfig` changed, `longtail:field=value,...` the
-    long-tail detector with fields of `LongTailConfig` changed, for
-    ablation runs.
+    long-tail detector with fields of `LongTailConfig` changed, and
+    `river:Model,argument=value,...` River's `anomaly.Model` with those
+    arguments. Raises ValueError, saying what is known, for anything else.
     """
     if direction not in _DIRECTIONS:
         raise ValueError(f"direction must be one of {_DIRECTIONS}, got {direction!r}")
-    if name.startswith("ensemble:"):
-        spec = name.partition(":")[2]
+    kind, colon, spec = name.partition(":")
+    if colon and kind == "ensemble":
         return EnsembleDetector(direction, _config_from(EnsembleConfig, spec))
-    if name.startswith("longtail:"):
-        spec = name.partition(":")[2]
+    if colon and kind == "longtail":
         return LongTailDetector(direction, _config_from(LongTailConfig, spec))
-    variant = _DEFAULT if name == "default" else name
-    if variant not in _VARIANTS:
-        raise ValueError(f"unknown detector {name!r}; choose from {detector_names()}")
-    return _VARIANTS[variant](direction)
+    if colon and kind == "river":
+        # River takes most of a second to import: only when asked for.
+        from models.river_adapter import RiverDetector
+
+        return RiverDetector(spec, direction)
+    if name not in _VARIANTS:
+        raise ValueError(
+            f"unknown detector {name!r}; choose from {', '.join(detector_names())}, "
+            "'ensemble:<field>=<value>,...', 'longtail:<field>=<value>,...' or "
+            "'river:<Model>,<argument>=<value>,...'"
+        )
+    return _VARIANTS[name](direction)
 
 
 # A flow makes a detector per series from one name: the name is read once.
@@ -77,7 +107,9 @@ def _config_from(kind: type[_Config], spec: str) -> _Config:
         key, _, text = item.partition("=")
         if not hasattr(defaults, key):
             config = type(defaults).__name__
-            raise ValueError(f"{config} has no field {key!r} (in {spec!r})")
+            close = get_close_matches(key, [f.name for f in fields(defaults)], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"{config} has no field {key!r} (in {spec!r}){hint}")
         field_type = type(getattr(defaults, key))
         changes[key] = (
             text.lower() == "true" if field_type is bool else field_type(text)
@@ -86,5 +118,5 @@ def _config_from(kind: type[_Config], spec: str) -> _Config:
 
 
 def detector_names() -> list[str]:
-    """The names `make_detector` accepts, besides "default"."""
+    """The plain names `make_detector` accepts (besides those with fields)."""
     return sorted(_VARIANTS)

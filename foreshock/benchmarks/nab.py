@@ -34,7 +34,7 @@ from foreshock.benchmarks.nab_scoring import (
     normalised_score,
     score_file,
 )
-from models import make_detector
+from models import default_detector, make_detector
 
 __all__ = ["PROFILES", "main", "run_nab"]
 
@@ -99,7 +99,7 @@ def _run_all(
 
 def _run_file(path: Path, output: Path, name: str, detector: str | None) -> _Run:
     """Score then learn each value of one series, writing the per-row output."""
-    model = make_detector(detector or "default")
+    model = make_detector(detector) if detector else default_detector()
     key = f"{path.parent.name}/{path.name}"
     rows = _read_series(path)
     scores: list[float] = []

@@ -1,0 +1,115 @@
+"""A plugin named in `extensions.modules` adds a format and a detector that
+the configuration then selects; mistakes in either stop the job at start-up
+with one line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from bytewax.testing import TestingSink, run_main
+
+import models
+from connectors.iterables import IterableSource
+from connectors.messages import RawBatch, RawMessage
+from flows.pipeline import build_flow
+from foreshock import decode
+from foreshock.cli import main
+from foreshock.config import load_settings
+from foreshock.jobs import flow_config
+from foreshock.records import DeadLetter, KpiScore
+
+README = Path(__file__).parents[1] / "README.md"
+
+
+def _readme_block(language: str, first_line: str) -> str:
+    """The README's code block in `language` that starts with `first_line`."""
+    text = README.read_text()
+    start = text.index(f"```{language}\n{first_line}") + len(language) + 4
+    return text[start : text.index("```", start)]
+
+
+@pytest.fixture
+def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The README's plugin and its configuration, as a user copies them."""
+    plugin = _readme_block("python", "# acme_foreshock.py")
+    (tmp_path / "acme_foreshock.py").write_text(plugin)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    # What the plugin registers is gone after the test, as in a new process.
+    monkeypatch.setattr(decode, "_FORMATS", dict(decode._FORMATS))
+    monkeypatch.setattr(models, "_VARIANTS", dict(models._VARIANTS))
+    config = tmp_path / "foreshock.toml"
+    config.write_text(_readme_block("toml", "[extensions]"))
+    yield config
+    sys.modules.pop("acme_foreshock", None)
+
+
+def _reading(second: int, service: str | None = "orders") -> bytes:
+    doc = {"ts": f"2025-03-04T10:00:{second:02d}Z", "code": 200, "ms": 12.5}
+    if service is not None:
+        doc["svc"] = service
+    return json.dumps(doc).encode()
+
+
+def test_a_plugin_format_and_detector_run_in_the_flow(plugin: Path) -> None:
+    settings = load_settings(plugin)
+    values = [_reading(1), _reading(2, service=None), _reading(3), _reading(4)]
+    batch = RawBatch(
+        "acme-meters:0",
+        tuple(RawMessage("acme-meters", 0, i, None, v) for i, v in enumerate(values)),
+        "acme",
+    )
+    out: list[object] = []
+
+    flow = build_flow(
+        IterableSource(lambda: [batch]), TestingSink(out), flow_config(settings)
+    )
+    run_main(flow)  # type: ignore[no-untyped-call]
+
+    letters = [(r.reason, r.offset) for r in out if isinstance(r, DeadLetter)]
+    assert letters == [("acme_no_service", 1)]
+    [rate] = [
+        r for r in out if isinstance(r, KpiScore) and r.kpi.kpi == "requests_per_s"
+    ]
+    # Three readings in a one-minute window, judged by the plugin's detector
+    # (a robust z-score under another name).
+    assert rate.kpi.value == 3 / 60
+    assert rate.detector == "robust_z"
+
+
+@pytest.mark.parametrize(
+    ("toml", "said"),
+    [
+        (
+            '[detection]\ndetector = "halfspacetrees"\n',
+            "detection.detector: Value error, unknown detector 'halfspacetrees'; "
+            "choose from ensemble, longtail, robust_z",
+        ),
+        (
+            '[detection]\ndetector = "ensemble:refractoy=0"\n',
+            "EnsembleConfig has no field 'refractoy' (in 'refractoy=0'); did you "
+            "mean 'refractory'?",
+        ),
+        (
+            '[extensions]\nmodules = ["no_such_plugin_here"]\n',
+            "extensions.modules: cannot import 'no_such_plugin_here' (No module "
+            "named 'no_such_plugin_here'); install it or put its folder on "
+            "PYTHONPATH",
+        ),
+    ],
+)
+def test_a_wrong_detector_or_plugin_stops_the_job_at_start_in_one_line(
+    toml: str, said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "foreshock.toml"
+    config.write_text(toml)
+
+    code = main(["run", "--config", str(config)])
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert said in err
+    assert len(err.splitlines()) == 1
