@@ -159,13 +159,14 @@ class DeadLetter(_Record):
     `value_b64` is the original's first bytes, `truncated` is set, and
     `value_bytes` and `value_sha256` (hex) describe the whole original, which
     stays at `topic`, `partition` and `offset` for as long as the topic keeps
-    it. A key longer than 1 KiB keeps its first bytes too, and is marked
-    `truncated`. Reason "too_many_refused" stands for the events of one
-    message beyond those given letters of their own; "output_refused" for
-    an output record Kafka refused for good, never written anywhere, so its
-    partition and offset are -1 and `topic` is where it was going;
-    "decoder_failed" for a message whose format's decoder raised, with the
-    error in `detail`.
+    it. `key` is the original key as text; a key that is not UTF-8 is also
+    kept exactly, as `key_b64`. A key longer than 1 KiB keeps its first
+    bytes too, and is marked `truncated`. Reason "too_many_refused" stands
+    for the events of one message beyond those given letters of their own;
+    "output_refused" for an output record Kafka refused for good, never
+    written anywhere, so its partition and offset are -1 and `topic` is
+    where it was going; "decoder_failed" for a message whose format's
+    decoder raised, with the error in `detail`.
     """
 
     reason: str
@@ -175,6 +176,7 @@ class DeadLetter(_Record):
     offset: int
     key: str | None
     value_b64: str | None
+    key_b64: str | None = Field(default=None, exclude_if=lambda v: v is None)
     timestamp_ms: int | None = None
     truncated: bool = Field(default=False, exclude_if=lambda v: not v)
     value_bytes: int | None = Field(default=None, exclude_if=lambda v: v is None)
@@ -211,19 +213,32 @@ class DeadLetter(_Record):
         """
         kept, size, digest = _cut(value, max_value_bytes)
         long_key = key is not None and len(key) > cls.KEY_BYTES
+        key = None if key is None else key[: cls.KEY_BYTES]
+        text, exact = _key_text(key)
         return cls(
             reason=reason,
             detail=detail,
             topic=topic,
             partition=partition,
             offset=offset,
-            key=None if key is None else key[: cls.KEY_BYTES].decode(errors="replace"),
+            key=text,
+            key_b64=exact,
             value_b64=cls.encode(kept),
             timestamp_ms=timestamp_ms,
             truncated=size is not None or long_key,
             value_bytes=size,
             value_sha256=digest,
         )
+
+
+def _key_text(key: bytes | None) -> tuple[str | None, str | None]:
+    """A key as text, and as base64 too when text cannot hold it exactly."""
+    if key is None:
+        return None, None
+    try:
+        return key.decode(), None
+    except UnicodeDecodeError:
+        return key.decode(errors="replace"), base64.b64encode(key).decode()
 
 
 def _cut(

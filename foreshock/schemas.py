@@ -3,6 +3,9 @@
 Each output record has two: `<kind>.schema.json` for the record itself (the
 native message value, and the `data` of its CloudEvent), and
 `cloudevent-<kind>.schema.json` for the whole structured-mode CloudEvent.
+What Foreshock reads has one each: `event` (native telemetry),
+`change-event` (a change topic's messages) and `feedback` (verdicts and
+silences on `topics.feedback`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from connectors.cloudevents import cloudevent_schema
+from foreshock.feedback import Feedback
 from foreshock.records import (
     Anomaly,
     DataGap,
@@ -22,7 +26,7 @@ from foreshock.records import (
     KpiScore,
     LateEvent,
 )
-from foreshock.schema import event_json_schema
+from foreshock.schema import ChangeEvent, event_json_schema
 
 __all__ = ["all_schemas", "write_schemas"]
 
@@ -38,8 +42,12 @@ _OUTPUTS: dict[str, type[BaseModel]] = {
 
 
 def all_schemas() -> dict[str, dict[str, object]]:
-    """Every schema by file stem: the input event, then each output record."""
-    schemas = {"event": event_json_schema()}
+    """Every schema by file stem: the inputs, then each output record."""
+    schemas = {
+        "event": event_json_schema(),
+        "change-event": ChangeEvent.model_json_schema(),
+        "feedback": Feedback.model_json_schema(),
+    }
     for name, model in _OUTPUTS.items():
         schemas[name] = model.model_json_schema()
     for name, model in _OUTPUTS.items():

@@ -271,6 +271,24 @@ def test_a_letter_keeps_the_first_bytes_of_a_big_message_and_its_size_and_hash()
     }
 
 
+def test_a_key_that_is_not_text_is_kept_exactly_beside_its_text() -> None:
+    store = WindowStore(SPEC, policy=WindowPolicy())
+    logic = WindowLogic(store, {"native": decoder_for("native")}, clock=lambda: 0)
+    keys = [b"\xff\xfeab", "café".encode()]
+    messages = tuple(
+        RawMessage("telemetry", 0, offset, key, b"{not json")
+        for offset, key in enumerate(keys)
+    )
+
+    out = logic.on_item(RawBatch("telemetry:0", messages))[0]
+
+    binary, text = [x for x in out if isinstance(x, DeadLetter)]
+    # 0xFF 0xFE 0x61 0x62 in base64, and two replacement characters as text.
+    assert (binary.key, binary.key_b64) == ("\ufffd\ufffdab", "//5hYg==")
+    assert (text.key, text.key_b64) == ("café", None)
+    assert "key_b64" not in json.loads(text.model_dump_json())
+
+
 def test_a_message_of_many_bad_events_gives_a_bounded_number_of_letters(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
