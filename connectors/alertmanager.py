@@ -16,7 +16,9 @@ What an on-call team gets:
   candidate of an incident and the anomalous service of a warning.
 - Annotations: `summary`, a `description` with the impact, the chain, the
   lead time and the top candidates with their evidence, and `runbook_url`
-  and `report_url` from configurable templates.
+  and `report_url` from configurable templates. Only an incident carries
+  `report_url`: reports (foreshock/report.py) are written for incidents
+  alone, so a warning's or a data gap's link would lead nowhere.
 """
 
 from __future__ import annotations
@@ -76,7 +78,8 @@ class AlertmanagerConfig:
     after it was last published (an update publishes it again).
 
     The URL templates may use {id}, {kind} ("incident" or "early-warning"),
-    {alertname}, {service}, {root_cause} and {layer}.
+    {alertname}, {service}, {root_cause} and {layer}. `report_url` is filled
+    for incidents only, the records reports are written for.
     """
 
     url: str
@@ -302,6 +305,7 @@ class AlertPublisher:
             _incident_description(incident),
             min(onset or incident.opened_at, now),
             fields,
+            report=True,
         )
 
     def _warning_alert(
@@ -335,14 +339,16 @@ class AlertPublisher:
         description: str,
         starts_at: datetime,
         fields: dict[str, str],
+        report: bool = False,
     ) -> Alert:
         annotations = {"summary": summary, "description": description}
-        report = None
+        url = None
         if self.config.runbook_url:
             annotations["runbook_url"] = self.config.runbook_url.format(**fields)
-        if self.config.report_url:
-            report = annotations["report_url"] = self.config.report_url.format(**fields)
-        return Alert(labels, annotations, starts_at, report)
+        # Only incidents have reports; any other record's link would be dead.
+        if report and self.config.report_url:
+            url = annotations["report_url"] = self.config.report_url.format(**fields)
+        return Alert(labels, annotations, starts_at, url)
 
     # -- posting -------------------------------------------------------------
 

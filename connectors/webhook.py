@@ -4,7 +4,8 @@ The payload is what Slack's incoming webhooks take: `text`, a one-line
 summary that also serves as the notification and as the fallback for tools
 that ignore blocks (Mattermost, Rocket.Chat and Teams' Slack-compatible
 endpoints read it), and `blocks` (Slack Block Kit) with the user impact, the
-top root-cause candidates with their evidence, the lead time and a link.
+top root-cause candidates with their evidence, the lead time and, for an
+incident, a link.
 """
 
 from __future__ import annotations
@@ -58,9 +59,11 @@ _TOP_CAUSES = 3
 class WebhookConfig:
     """Where to post and how hard to try.
 
-    `link` is a URL template for the incident or warning page; `{id}` is
-    replaced by its id. A post is tried up to `attempts` times; the waits
-    between tries double from `backoff_s`, capped at `max_backoff_s`.
+    `link` is a URL template for an incident's page; `{id}` is replaced by
+    the incident's id. Early warnings get no link: a warning's id names no
+    incident, and reports are written for incidents only. A post is tried
+    up to `attempts` times; the waits between tries double from
+    `backoff_s`, capped at `max_backoff_s`.
     """
 
     url: str = field(repr=False)
@@ -108,9 +111,8 @@ def incident_payload(incident: Incident, link: str | None = None) -> dict[str, A
     return _message(headline, sections, context, url)
 
 
-def warning_payload(warning: EarlyWarning, link: str | None = None) -> dict[str, Any]:
+def warning_payload(warning: EarlyWarning) -> dict[str, Any]:
     """A Slack message for one early warning: what degrades, who is at risk."""
-    url = None if link is None else link.format(id=warning.id)
     headline = (
         f"Early warning: {warning.service} ({warning.layer.value}) degrading; "
         f"at risk: {', '.join(warning.at_risk)}"
@@ -122,7 +124,7 @@ def warning_payload(warning: EarlyWarning, link: str | None = None) -> dict[str,
         f"early warning `{warning.id}` · onset {warning.onset:%Y-%m-%d %H:%M}Z"
         f" · published {warning.published_at:%H:%M}Z"
     )
-    return _message(headline, sections, context, url)
+    return _message(headline, sections, context, None)
 
 
 def _message(
@@ -247,7 +249,7 @@ class WebhookNotifier:
             return incident_payload(notice, self.config.link)
         if not self.config.early_warnings or isinstance(notice, DataGap):
             return None
-        return warning_payload(notice, self.config.link)
+        return warning_payload(notice)
 
     def _retrying(self) -> Retrying:
         c = self.config

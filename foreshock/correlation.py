@@ -1186,9 +1186,17 @@ class Correlator:
             self._window,
             self._standing(current),
         )
+        # Services whose trouble began in the same window are listed as the
+        # trouble spread: the likelier causes first, what users see last.
+        place = {c.service: i for i, c in enumerate(ranked)}
         chain = sorted(
             (min(ev, key=lambda e: e.onset) for ev in evidence.values()),
-            key=lambda e: (e.onset, e.service),
+            key=lambda e: (
+                e.onset,
+                e.layer in USER_FACING,
+                place.get(e.service, len(place)),
+                e.service,
+            ),
         )
         first_user = min((e.onset for e in user), default=current.onset)
         first_deep = min(

@@ -151,7 +151,7 @@ def rank_candidates(
                 + ", ".join(sorted(explained_by))
             )
         elif not loaded_by:
-            reasons.append("no dependency of it was anomalous earlier")
+            reasons.append("no earlier trouble of a dependency explains it")
         if loaded_by:
             reasons.append(
                 "may be load from the extra requests sent by " + ", ".join(loaded_by)

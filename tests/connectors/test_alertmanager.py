@@ -163,6 +163,28 @@ def test_an_incident_arrives_with_its_labels_and_annotations(
     assert [path for path, _ in webhook.received] == ["/alerts/page"]
 
 
+def test_an_early_warning_carries_no_report_link(
+    alertmanager: RunningAlertmanager,
+) -> None:
+    # Reports are written for incidents only: a warning's link would be dead.
+    publisher = AlertPublisher(_config(alertmanager.url))
+
+    publisher.publish(WARNING, _now())
+
+    alerts = alertmanager.alerts(alertname="ForeshockEarlyWarning")
+    assert sorted(a["labels"]["service"] for a in alerts) == ["app", "web"]
+    for alert in alerts:
+        assert sorted(alert["annotations"]) == [
+            "description",
+            "runbook_url",
+            "summary",
+        ]
+        assert alert["annotations"]["runbook_url"] == (
+            "https://runbooks.example/foreshock/ForeshockEarlyWarning"
+        )
+        assert "generatorURL" not in alert
+
+
 def test_an_incident_inhibits_the_early_warning_for_its_service(
     alertmanager: RunningAlertmanager,
 ) -> None:
@@ -195,9 +217,6 @@ def test_an_incident_inhibits_the_early_warning_for_its_service(
     }
     assert before["web"]["annotations"]["summary"] == (
         "web at risk: database/orders-db is anomalous, users are not affected yet"
-    )
-    assert before["web"]["annotations"]["report_url"] == (
-        "https://foreshock.example/early-warnings/ew-1"
     )
     assert before["web"]["status"]["state"] == "active"
     assert web["status"]["state"] == "suppressed"
@@ -395,6 +414,7 @@ def test_a_data_gap_goes_to_the_pipeline_owners_and_ends_when_data_returns(
         "no telemetry from api/catalog-api since 09:08Z while its users "
         "(catalog-journey, web-storefront) are fine"
     )
+    assert "report_url" not in alert["annotations"]
 
     closed = gap.model_copy(
         update={"status": "closed", "until": T0 + timedelta(minutes=19)}

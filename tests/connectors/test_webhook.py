@@ -153,6 +153,42 @@ def _section(text: str) -> dict[str, Any]:
     return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
 
 
+def test_an_early_warning_gets_no_link_and_an_incident_keeps_its_own(
+    server: tuple[str, _Behaviour],
+) -> None:
+    # The link template names incidents; a warning's id would make a dead link.
+    url, behaviour = server
+    notifier = _notifier(url, [])
+
+    assert notifier.notify(WARNING) is True
+    assert notifier.notify(OPENED) is True
+
+    headline = "Early warning: orders-db (database) degrading; at risk: web"
+    warning, incident = behaviour.bodies
+    assert warning == {
+        "text": headline,
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": headline}},
+            _section(
+                "*Evidence*\n"
+                "• database/orders-db latency_p95_ms up 840 (baseline 120) "
+                "since 10:00"
+            ),
+            {
+                "type": "context",
+                "elements": [
+                    {
+                        "type": "mrkdwn",
+                        "text": "early warning `warning-1` · onset 2025-03-04 10:00Z"
+                        " · published 10:03Z",
+                    }
+                ],
+            },
+        ],
+    }
+    assert incident == _expected_open_incident()
+
+
 def test_a_webhook_that_keeps_failing_is_given_up_logged_and_counted(
     server: tuple[str, _Behaviour], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -151,7 +151,7 @@ def test_a_dependency_only_busy_explains_no_caller_trouble() -> None:
 
     api_busy = next(c for c in busy if c.service == "api")
     api_slow = next(c for c in slow if c.service == "api")
-    assert api_busy.reasons == ["no dependency of it was anomalous earlier"]
+    assert api_busy.reasons == ["no earlier trouble of a dependency explains it"]
     assert api_slow.reasons == ["may be explained by its dependencies: db"]
     # Strength 0.95, times 0.6 if explained.
     assert (api_busy.score, api_slow.score) == (0.95, 0.57)

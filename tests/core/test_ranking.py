@@ -83,7 +83,7 @@ def test_a_standing_anomaly_is_not_ranked_up_for_being_early() -> None:
     assert _scores(ranked) == [("db", 1.0), ("search", 0.8)]
     assert ranked[1].reasons == [
         "anomalous 10 min before users were affected",
-        "no dependency of it was anomalous earlier",
+        "no earlier trouble of a dependency explains it",
     ]
 
 

@@ -119,7 +119,7 @@ INCIDENT = Incident(
             distance=1,
             reasons=[
                 "anomalous 10 min before users were affected",
-                "no dependency of it was anomalous earlier",
+                "no earlier trouble of a dependency explains it",
             ],
             evidence=[DB],
         )
