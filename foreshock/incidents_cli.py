@@ -108,7 +108,10 @@ def list_incidents(
     resolved = [] if only_open else _resolved_since(current, since)
     head = f"{len(opened)} open"
     if not only_open:
-        head += f", {len(resolved)} resolved since {since:%Y-%m-%d %H:%M}Z"
+        # `since` keeps the offset it was given with, but the listing says
+        # every time in UTC.
+        utc = since.astimezone(UTC)
+        head += f", {len(resolved)} resolved since {utc:%Y-%m-%d %H:%M}Z"
     older = sum(1 for i in current if i.resolved_at is not None) - len(resolved)
     if older and not only_open:
         # Replayed data is often older than the default day: say it is there.

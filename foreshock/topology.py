@@ -11,6 +11,7 @@ as a graph of one.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -18,12 +19,26 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from foreshock.errors import UserError
 from foreshock.layers import USER_FACING, Layer
 
-__all__ = ["EDGE_SEPARATOR", "Topology", "edge_of"]
+__all__ = ["EDGE_SEPARATOR", "Topology", "TopologyFileError", "edge_of"]
 
 # Series of one call edge, as traces give them, are named "caller->callee".
 EDGE_SEPARATOR = "->"
+
+# What a topology file should hold, said with every file that does not.
+_EXPECTED = (
+    'give JSON such as {"services": {"web": "frontend", "api": "api"}, '
+    '"calls": [["web", "api"]]}, or a .csv file with Source,Target columns '
+    "and a row per call"
+)
+
+_LAYER_NAMES = frozenset(layer.value for layer in Layer)
+
+
+class TopologyFileError(UserError, ValueError):
+    """A topology file that cannot be read as a call graph."""
 
 
 def edge_of(service: str) -> tuple[str, str] | None:
@@ -53,16 +68,20 @@ class Topology:
 
         JSON: ``{"services": {"web": "frontend", ...}, "calls": [["web",
         "api"], ...]}``. CSV: ``Source,Target`` rows (extra columns ignored),
-        as call-graph exports usually are.
+        as call-graph exports usually are. A file that is neither, or that
+        names no service, raises `TopologyFileError`.
         """
+        text = _text(path)
         if path.suffix == ".csv":
-            with path.open(newline="") as f:
-                rows = [(r["Source"], r["Target"]) for r in csv.DictReader(f)]
-            return cls.from_edges(rows)
-        document = json.loads(path.read_text())
-        layers = {name: Layer(layer) for name, layer in document["services"].items()}
-        edges = [(a, b) for a, b in document.get("calls", ())]
-        return cls.from_edges(edges, layers)
+            topology = cls.from_edges(_csv_edges(path, text))
+        else:
+            layers, edges = _json_graph(path, text)
+            topology = cls.from_edges(edges, layers)
+        if not topology.services():
+            # A configured graph that is empty is most often an export gone
+            # wrong; running on it would quietly judge each service alone.
+            raise _unreadable(path, "holds no services")
+        return topology
 
     def with_calls(
         self, calls: Iterable[tuple[str, str]], layers: Mapping[str, Layer]
@@ -109,6 +128,86 @@ class Topology:
         for a, b in self.calls:
             names.update((a, b))
         return sorted(names)
+
+
+def _unreadable(path: Path, problem: str) -> TopologyFileError:
+    return TopologyFileError(f"topology file {str(path)!r} {problem}; {_EXPECTED}")
+
+
+def _text(path: Path) -> str:
+    # newline="" keeps line ends inside quoted CSV fields as they are.
+    try:
+        with path.open(newline="") as f:
+            return f.read()
+    except UnicodeDecodeError:
+        raise _unreadable(path, "is not UTF-8 text") from None
+
+
+def _csv_edges(path: Path, text: str) -> list[tuple[str, str]]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        header = reader.fieldnames
+        if header is None:
+            raise _unreadable(path, "is empty")
+        if "Source" not in header or "Target" not in header:
+            named = ",".join(header)
+            raise _unreadable(
+                path, f"has no Source,Target columns (its header: {named})"
+            )
+        edges: list[tuple[str, str]] = []
+        for row in reader:
+            caller, callee = row["Source"], row["Target"]
+            if not caller or not callee:
+                raise _unreadable(
+                    path, f"has no Source or no Target on line {reader.line_num}"
+                )
+            edges.append((caller, callee))
+    except csv.Error as error:
+        raise _unreadable(path, f"is not CSV ({error})") from None
+    return edges
+
+
+def _json_graph(
+    path: Path, text: str
+) -> tuple[dict[str, Layer], list[tuple[str, str]]]:
+    if not text.strip():
+        raise _unreadable(path, "is empty")
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        where = f"line {error.lineno} column {error.colno}"
+        raise _unreadable(path, f"is not JSON ({error.msg} at {where})") from None
+    if not isinstance(document, dict) or not isinstance(document.get("services"), dict):
+        raise _unreadable(path, 'has no "services" object')
+    layers: dict[str, Layer] = {}
+    for name, layer in document["services"].items():
+        # `foreshock topology --format json` writes null for a service whose
+        # layer is not known yet: its events will say.
+        if layer is None:
+            continue
+        if not isinstance(layer, str) or layer not in _LAYER_NAMES:
+            known = ", ".join(Layer)
+            raise _unreadable(
+                path,
+                f"gives {name!r} the layer {json.dumps(layer)}, which is none of "
+                f"{known}",
+            )
+        layers[name] = Layer(layer)
+    calls = document.get("calls", [])
+    if not isinstance(calls, list):
+        raise _unreadable(path, 'has "calls" that is not a list')
+    edges: list[tuple[str, str]] = []
+    for call in calls:
+        if (
+            not isinstance(call, list)
+            or len(call) != 2
+            or not all(isinstance(s, str) and s for s in call)
+        ):
+            raise _unreadable(
+                path, f'has {json.dumps(call)} in "calls", not a [caller, callee] pair'
+            )
+        edges.append((call[0], call[1]))
+    return layers, edges
 
 
 def _walk(start: str, next_of: Callable[[str], tuple[str, ...]]) -> dict[str, int]:

@@ -8,6 +8,11 @@ from pathlib import Path
 import pytest
 
 from foreshock.cli import main
+from foreshock.config import load_settings
+from foreshock.errors import UserError
+from foreshock.jobs import flow_config
+from foreshock.layers import Layer
+from foreshock.topology import Topology
 from tests.connectors.test_petshop import API, DB, PAY, WEB, write_scenario
 
 SERVICES: dict[str, str | None] = {
@@ -133,6 +138,23 @@ def test_json_gives_layers_calls_and_dependencies_with_distances(
     assert document["unreached"] == ["batch-export", "legacy"]
 
 
+def test_the_json_it_writes_is_a_graph_a_job_can_use(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, out, _ = _run(["--config", str(config), "--format", "json"], capsys)
+    written = tmp_path / "written.json"
+    written.write_text(out)
+
+    graph = Topology.load(written)
+
+    # "legacy" is only ever called, so its layer is unknown (null) and its
+    # events will give it; the rest keep theirs.
+    assert graph.layers == {
+        name: Layer(layer) for name, layer in SERVICES.items() if layer
+    }
+    assert sorted(map(list, graph.calls)) == sorted(CALLS)
+
+
 def test_dot_draws_every_service_and_call(
     config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -216,3 +238,123 @@ def test_a_configured_graph_that_is_missing_is_a_usage_error(
 
     assert code == 2
     assert "which is not a file" in err
+
+
+# What every refused topology file is told to hold instead.
+EXPECTED = (
+    'give JSON such as {"services": {"web": "frontend", "api": "api"}, '
+    '"calls": [["web", "api"]]}, or a .csv file with Source,Target columns '
+    "and a row per call"
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "problem"),
+    [
+        ("t.json", "", "is empty"),
+        ("t.json", "\n  \n", "is empty"),
+        (
+            "t.json",
+            '{"services": ',
+            "is not JSON (Expecting value at line 1 column 14)",
+        ),
+        ("t.json", '{"calls": [["web", "api"]]}', 'has no "services" object'),
+        ("t.json", '[["web", "api"]]', 'has no "services" object'),
+        ("t.json", '{"services": ["web"]}', 'has no "services" object'),
+        ("t.json", '{"services": {}}', "holds no services"),
+        ("t.json", '{"services": {}, "calls": []}', "holds no services"),
+        (
+            "t.json",
+            '{"services": {"web": "browser"}}',
+            "gives 'web' the layer \"browser\", which is none of frontend, "
+            "mobile, synthetic, api, backend, database, infrastructure, "
+            "third_party",
+        ),
+        (
+            "t.json",
+            '{"services": {"web": "frontend"}, "calls": [["web"]]}',
+            'has ["web"] in "calls", not a [caller, callee] pair',
+        ),
+        (
+            "t.json",
+            '{"services": {"web": "frontend"}, "calls": {"web": "api"}}',
+            'has "calls" that is not a list',
+        ),
+        ("t.csv", "", "is empty"),
+        ("t.csv", "Source,Target\n", "holds no services"),
+        (
+            "t.csv",
+            "From,To\nweb,api\n",
+            "has no Source,Target columns (its header: From,To)",
+        ),
+        (
+            "t.csv",
+            "Source,Target\nweb,api\napi\n",
+            "has no Source or no Target on line 3",
+        ),
+    ],
+)
+def test_a_configured_graph_that_cannot_be_read_is_one_line(
+    name: str,
+    content: str,
+    problem: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    graph = tmp_path / name
+    graph.write_text(content)
+    config = tmp_path / "foreshock.toml"
+    config.write_text(f'[correlation]\ntopology = "{name}"\n')
+
+    code, out, err = _run(["--config", str(config)], capsys)
+
+    assert (code, out) == (2, "")
+    assert err == f"foreshock topology: topology file '{graph}' {problem}; {EXPECTED}\n"
+
+
+def test_a_graph_that_is_not_utf8_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    graph = tmp_path / "t.json"
+    graph.write_bytes(b"\xff\xfe{}")
+    config = tmp_path / "foreshock.toml"
+    config.write_text('[correlation]\ntopology = "t.json"\n')
+
+    code, _, err = _run(["--config", str(config)], capsys)
+
+    assert code == 2
+    assert err == (
+        f"foreshock topology: topology file '{graph}' is not UTF-8 text; {EXPECTED}\n"
+    )
+
+
+def test_a_csv_graph_reads_its_source_and_target_columns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    graph = tmp_path / "calls.csv"
+    graph.write_text("Source,Target,Count\nweb,api,12\napi,orders-db,3\n")
+    config = tmp_path / "foreshock.toml"
+    config.write_text('[correlation]\ntopology = "calls.csv"\n')
+
+    code, out, _ = _run(["--config", str(config), "--format", "json"], capsys)
+
+    document = json.loads(out)
+    assert code == 0
+    assert document["calls"] == [["api", "orders-db"], ["web", "api"]]
+    assert document["services"] == {"api": None, "orders-db": None, "web": None}
+
+
+def test_a_job_refuses_a_graph_without_services_before_it_starts(
+    tmp_path: Path,
+) -> None:
+    graph = tmp_path / "t.json"
+    graph.write_text('{"calls": []}')
+    config = tmp_path / "foreshock.toml"
+    config.write_text('[correlation]\ntopology = "t.json"\n')
+
+    with pytest.raises(UserError) as refused:
+        flow_config(load_settings(config))
+
+    assert str(refused.value) == (
+        f"topology file '{graph}' has no \"services\" object; {EXPECTED}"
+    )
