@@ -1032,6 +1032,7 @@ class Correlator:
                 found,
                 self._changes_before(members, min(group.onsets.values())),
                 self._window,
+                users_affected=False,
             )
             group.warning = old.model_copy(
                 update={

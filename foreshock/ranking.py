@@ -64,11 +64,13 @@ def rank_candidates(
     changes: list[Change],
     window: timedelta,
     standing: Collection[tuple[str, str]] = (),
+    users_affected: bool = True,
 ) -> list[Candidate]:
     """The five likeliest causes among the services with `evidence`.
 
     `users` are the user-facing services affected (or at risk), `users_hit`
-    when their trouble started (for a warning: now), `changes` the deploys
+    when their trouble started (for a warning, whose users are not affected
+    yet, `users_affected` is False and `users_hit` is now), `changes` the deploys
     and other changes in scope, and `window` the window length. `standing`
     names the (service, KPI) of evidence that was as bad while users were
     still fine as since they were hit. It does not say why they are hit now
@@ -113,8 +115,10 @@ def rank_candidates(
         onset = min(e.onset for e in cited)
         fresh = [e for e in cited if (e.service, e.kpi) not in standing]
         lead = (users_hit - onset).total_seconds()
-        if lead > 0:
+        if lead > 0 and users_affected:
             reasons.append(f"anomalous {lead / 60:.0f} min before users were affected")
+        elif lead > 0:
+            reasons.append(f"anomalous for {lead / 60:.0f} min")
         # A dependency that turned anomalous once this service's extra
         # requests reached it is loaded by them, not an explanation; one they
         # did not reach still explains it.

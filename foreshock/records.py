@@ -333,8 +333,8 @@ class Evidence(_Record):
             return f"no telemetry from {self.service} since {self.onset:%H:%M}"
         base = "?" if self.expected is None else f"{self.expected:.4g}"
         return (
-            f"{self.layer.value}/{self.service} {self.kpi} {self.direction} "
-            f"{self.value:.4g} (baseline {base}) since {self.onset:%H:%M}"
+            f"{self.layer.value}/{self.service} {self.kpi} {self.value:.4g} "
+            f"(baseline {base}), {self.direction} since {self.onset:%H:%M}"
         )
 
 

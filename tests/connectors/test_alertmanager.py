@@ -96,13 +96,13 @@ INCIDENT_LABELS = {
     "incident_id": "inc-1",
 }
 INCIDENT_DESCRIPTION = (
-    "Impact: frontend/web page_load_p75_ms up 6000 (baseline 1500) since 09:05\n"
+    "Impact: frontend/web page_load_p75_ms 6000 (baseline 1500), up since 09:05\n"
     "Lead time: 3 min from the first deep-stack anomaly to users' first symptom\n"
     "Chain: database/orders-db query_time_p95_ms since 09:02"
     " -> frontend/web page_load_p75_ms since 09:05\n"
     "Probable root causes:\n"
     "1. orders-db (score 1.20): anomalous 3 min before users were affected\n"
-    "   - database/orders-db query_time_p95_ms up 900 (baseline 100) since 09:02\n"
+    "   - database/orders-db query_time_p95_ms 900 (baseline 100), up since 09:02\n"
     "Early warnings: ew-1"
 )
 

@@ -120,14 +120,14 @@ def _expected_open_incident() -> dict[str, Any]:
             {"type": "header", "text": {"type": "plain_text", "text": headline}},
             _section(
                 "*User impact*\n"
-                "• frontend/web ttfb_p75_ms up 2400 (baseline 600) since 10:05"
+                "• frontend/web ttfb_p75_ms 2400 (baseline 600), up since 10:05"
             ),
             _section(
                 "*Probable root causes*\n"
                 "1. *orders-db* (database), score 0.81: first to degrade, "
                 "5 min before users\n"
-                "      ◦ database/orders-db latency_p95_ms up 840 (baseline 120) "
-                "since 10:00\n"
+                "      ◦ database/orders-db latency_p95_ms 840 (baseline 120), "
+                "up since 10:00\n"
                 "2. *orders* (backend), score 0.42: on the path from web to orders-db"
             ),
             _section(
@@ -171,8 +171,8 @@ def test_an_early_warning_gets_no_link_and_an_incident_keeps_its_own(
             {"type": "header", "text": {"type": "plain_text", "text": headline}},
             _section(
                 "*Evidence*\n"
-                "• database/orders-db latency_p95_ms up 840 (baseline 120) "
-                "since 10:00"
+                "• database/orders-db latency_p95_ms 840 (baseline 120), "
+                "up since 10:00"
             ),
             {
                 "type": "context",

@@ -87,6 +87,20 @@ def test_a_standing_anomaly_is_not_ranked_up_for_being_early() -> None:
     ]
 
 
+def test_a_warning_says_how_long_not_how_early_since_users_are_fine() -> None:
+    # For a warning, users_hit is the present: search has been slow 10 min.
+    slow = {"search": [_evidence("search", 0)]}
+
+    [search] = rank_candidates(
+        GRAPH, {"web"}, USERS_HIT, slow, [], WINDOW, users_affected=False
+    )
+
+    assert search.reasons == [
+        "anomalous for 10 min",
+        "no earlier trouble of a dependency explains it",
+    ]
+
+
 def test_a_fall_in_request_rate_alone_is_no_cause() -> None:
     fewer = _evidence(
         "search", 0, kpi="requests_sum", dimension="throughput", value=50.0
