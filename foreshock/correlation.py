@@ -1200,8 +1200,27 @@ class Correlator:
             ),
         )
         first_user = min((e.onset for e in user), default=current.onset)
+        # The warning the deep stack gave of this failure: the first trouble
+        # of the likeliest cause or of what it depends on, in the evidence or
+        # in an early warning still held. Trouble elsewhere that came earlier
+        # (another fault, minutes before) gave none.
+        cause = ranked[0].service if ranked else None
+        related = {cause, *self.topology.dependencies(cause)} if cause else set()
         first_deep = min(
-            (e.onset for e in chain if e.layer not in USER_FACING), default=None
+            [
+                *(
+                    e.onset
+                    for e in chain
+                    if e.layer not in USER_FACING and e.service in related
+                ),
+                *(
+                    onset
+                    for g in self._warnings
+                    for service, onset in g.onsets.items()
+                    if service in related
+                ),
+            ],
+            default=None,
         )
         lead = (
             (first_user - first_deep).total_seconds()

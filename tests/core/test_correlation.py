@@ -208,3 +208,30 @@ def test_an_incidents_evidence_keeps_its_strongest_window_from_its_first_onset()
         T0 + timedelta(minutes=1),
     )
     assert kept.window_start == T0 + timedelta(minutes=7)
+
+
+def test_the_lead_time_counts_from_the_cause_not_from_unrelated_earlier_trouble() -> (
+    None
+):
+    # The web also calls a payment provider, slow from 10:00 on; the
+    # database fault starts at 10:03 and reaches users at 10:07.
+    topology = TOPOLOGY.with_calls(
+        [("web", "payments")], {"payments": Layer.THIRD_PARTY}
+    )
+    correlator = Correlator(
+        topology, CorrelationConfig(resolve_after_windows=3, confirm_windows=1)
+    )
+    bad_from = {"payments": 0, "orders-db": 3, "orders": 4, "api": 5, "web": 7}
+    series = [*SERIES, (Layer.THIRD_PARTY, "payments", "latency_p95_ms", "up")]
+    out = []
+    for minute in range(12):
+        for layer, service, kpi, _ in series:
+            bad = bad_from[service] <= minute
+            out += correlator.observe(_score(minute, layer, service, kpi, bad))
+
+    last = [o for o in out if isinstance(o, Incident)][-1]
+
+    assert last.root_causes[0].service == "orders-db"
+    assert "payments" in {e.service for e in last.chain}
+    # From the database's 10:03 to the users' 10:07, not from 10:00.
+    assert last.lead_time_s == 4 * 60
