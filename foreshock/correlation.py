@@ -195,15 +195,18 @@ def _stronger(kept: Evidence | None, found: Evidence) -> Evidence:
 
     Evidence only grows while an incident is open: a detector that learns a
     long failure as normal scores its later windows lower, and that must
-    not wear away what the failure showed, nor the ranking built on it.
+    not wear away what the failure showed, nor the ranking built on it. For
+    the same reason its baseline stays the one it was judged against first:
+    later expectations have learned some of the failure.
     """
     if kept is None:
         return found
     strongest = found if found.score >= kept.score else kept
-    onset = min(kept.onset, found.onset)
-    if strongest.onset == onset:
+    first = kept if kept.onset <= found.onset else found
+    update = {"onset": first.onset, "expected": first.expected}
+    if all(getattr(strongest, k) == v for k, v in update.items()):
         return strongest
-    return strongest.model_copy(update={"onset": onset})
+    return strongest.model_copy(update=update)
 
 
 def _resumable(cls: type[_S]) -> type[_S]:

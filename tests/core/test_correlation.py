@@ -210,6 +210,17 @@ def test_an_incidents_evidence_keeps_its_strongest_window_from_its_first_onset()
     assert kept.window_start == T0 + timedelta(minutes=7)
 
 
+def test_an_incidents_evidence_keeps_the_baseline_it_was_first_judged_against() -> None:
+    # By minute 7 the detector has learned part of the failure: it expects
+    # 60 where it expected 10 when the trouble began.
+    first = _evidence(0.9, 1)
+    later = _evidence(0.95, 7).model_copy(update={"expected": 60.0})
+
+    kept = _stronger(first, later)
+
+    assert (kept.value, kept.expected, kept.onset) == (95.0, 10.0, first.onset)
+
+
 def test_the_lead_time_counts_from_the_cause_not_from_unrelated_earlier_trouble() -> (
     None
 ):
