@@ -7,6 +7,7 @@ topic) unless given; a silence's scope is always given.
 
 from __future__ import annotations
 
+import difflib
 import getpass
 import sys
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from foreshock.feedback import Feedback, Scope, TargetKind, Verdict, parse_durat
 from foreshock.incidents_cli import latest_by_id, parse_time, read_topic
 from foreshock.layers import Layer
 from foreshock.records import Anomaly, EarlyWarning, Evidence, Incident
+from foreshock.topology import Topology
 
 __all__ = [
     "Target",
@@ -213,10 +215,30 @@ def silence_command(
     now = datetime.now(UTC)
     end = parse_time(until, now, future=True)
     begin = None if start is None else parse_time(start, now, future=True)
-    feedback = silence(settings, _scope(*scope), end, reason, begin, author, now=now)
+    covered = _scope(*scope)
+    feedback = silence(settings, covered, end, reason, begin, author, now=now)
     print(describe(feedback, settings.topics.feedback))
+    _unknown_service(settings, covered.service)
     _remind(settings)
     return 0
+
+
+def _unknown_service(settings: Settings, service: str) -> None:
+    """Say so when the configured call graph does not know `service`: a
+    silence of a mistyped name silences nothing."""
+    path = settings.correlation.topology
+    if path is None:
+        return
+    known = Topology.load(path).services()
+    if service in known:
+        return
+    close = difflib.get_close_matches(service, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    print(
+        f"note: {service!r} is not a service of the call graph in "
+        f"correlation.topology ({path}){hint}",
+        file=sys.stderr,
+    )
 
 
 def _scope(service: str | None, layer: str | None, kpi: str | None) -> Scope:

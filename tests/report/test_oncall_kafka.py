@@ -304,3 +304,31 @@ def test_run_writes_a_report_per_incident_and_reads_feedback(
     html = (tmp_path / "reports" / pages[0]).read_text()
     assert f"{BASE_URL}/{pages[0]}" in html
     assert "#1 orders-db" in html and "<svg" in html
+
+
+def test_a_silence_of_a_service_the_call_graph_lacks_says_so(
+    kafka_bootstrap: str, kafka_topics, tmp_path: Path, capsys
+) -> None:
+    (feedback,) = kafka_topics("feedback")
+    config = _config(tmp_path, kafka_bootstrap, feedback=feedback)
+    graph = tmp_path / "graph.json"
+    graph.write_text(
+        '{"services": {"web": "frontend", "orders-db": "database"}, '
+        '"calls": [["web", "orders-db"]]}'
+    )
+    config.write_text(config.read_text() + f'[correlation]\ntopology = "{graph}"\n')
+
+    code = main(
+        [
+            *("silence", "--service", "orders-bd", "--until", "2h"),
+            *("--reason", "index rebuild", "--config", str(config)),
+        ]
+    )
+
+    # Published all the same: the graph may lag behind what runs.
+    assert code == 0
+    assert len(consume_all(kafka_bootstrap, feedback)) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"note: 'orders-bd' is not a service of the call graph in "
+        f"correlation.topology ({graph}); did you mean 'orders-db'?"
+    ]
