@@ -95,6 +95,8 @@ class FlowConfig:
     input_limits: InputLimits = field(default_factory=InputLimits)
     registry: KpiRegistry = field(default_factory=lambda: DEFAULT_REGISTRY)
     detector: str = DEFAULT_DETECTOR
+    # Detectors other than `detector` for the series of some KPIs, by name.
+    detectors_by_kpi: Mapping[str, str] = field(default_factory=dict)
     threshold: float = DEFAULT_THRESHOLD
     topology: Topology = field(default_factory=Topology)
     correlation: CorrelationConfig = field(default_factory=CorrelationConfig)
@@ -116,8 +118,9 @@ class FlowConfig:
         default=None, compare=False
     )
 
-    def new_detector(self, direction: str) -> Detector:
-        return make_detector(self.detector, direction)
+    def new_detector(self, direction: str, kpi: str = "") -> Detector:
+        """A detector for a series of `kpi` whose bad side is `direction`."""
+        return make_detector(self.detectors_by_kpi.get(kpi, self.detector), direction)
 
 
 def build_flow(

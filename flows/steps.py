@@ -845,7 +845,7 @@ class DetectLogic(StatefulLogic[KpiRecord, KpiScore, bytes]):
         self,
         detector: Detector | None,
         threshold: float,
-        new_detector: Callable[[str], Detector],
+        new_detector: Callable[[str, str], Detector],
         kpi_of: Callable[[str], Kpi | None] = lambda name: None,
     ) -> None:
         self.detector = detector
@@ -855,7 +855,7 @@ class DetectLogic(StatefulLogic[KpiRecord, KpiScore, bytes]):
 
     def on_item(self, value: KpiRecord) -> tuple[Iterable[KpiScore], bool]:
         if self.detector is None:
-            self.detector = self.new_detector(value.direction)
+            self.detector = self.new_detector(value.direction, value.kpi)
         kpi = self.kpi_of(value.kpi)
         return [score_window(self.detector, self.threshold, value, kpi)], False
 

@@ -230,6 +230,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="write an HTML report of each incident into DIR",
     )
+    demo.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="a TOML file whose detection and correlation settings the demo uses",
+    )
     demo.set_defaults(run=_demo)
 
     run = commands.add_parser(
@@ -373,7 +379,11 @@ def _demo(args: argparse.Namespace) -> int:
     from foreshock.demo import run_demo
 
     return run_demo(
-        seed=args.seed, hours=args.hours, output=args.format, reports=args.reports
+        seed=args.seed,
+        hours=args.hours,
+        output=args.format,
+        reports=args.reports,
+        config=args.config,
     )
 
 

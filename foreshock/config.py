@@ -219,9 +219,14 @@ class WindowSettings(_Section):
 
 class DetectionSettings(_Section):
     """Which detector watches each KPI series (`models.make_detector` names
-    them), and the score from which a window is anomalous."""
+    them), and the score from which a window is anomalous.
+
+    `by_kpi` gives the series of some KPIs another detector than
+    `detector`: `{ query_time_p95_ms = "river:HalfSpaceTrees" }`.
+    """
 
     detector: str = DEFAULT_DETECTOR
+    by_kpi: dict[str, str] = Field(default_factory=dict)
     threshold: float = Field(default=DEFAULT_THRESHOLD, gt=0, le=1)
 
     @field_validator("detector")
@@ -231,6 +236,16 @@ class DetectionSettings(_Section):
         # rather than when the first window closes.
         make_detector(name)
         return name
+
+    @field_validator("by_kpi")
+    @classmethod
+    def _known_detectors(cls, names: dict[str, str]) -> dict[str, str]:
+        for kpi, name in names.items():
+            try:
+                make_detector(name)
+            except ValueError as error:
+                raise ValueError(f"by_kpi.{kpi}: {error}") from None
+        return names
 
 
 class ExtensionSettings(_Section):

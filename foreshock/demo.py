@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -28,8 +28,9 @@ from connectors.simulator import SimulatedStack, demo_stack
 from flows.pipeline import FlowConfig, Record, build_flow
 from flows.reports import ReportOutput
 from foreshock import shutdown
-from foreshock.config import OutputSettings, TopicSettings
+from foreshock.config import OutputSettings, Settings, TopicSettings, load_settings
 from foreshock.errors import UserError
+from foreshock.jobs import flow_config
 from foreshock.present import describe_gap, describe_incident, describe_warning
 from foreshock.records import (
     Anomaly,
@@ -79,11 +80,14 @@ def simulate(
     stack: SimulatedStack,
     on_record: Callable[[Record], None] | None = None,
     reports: Path | None = None,
+    settings: Settings | None = None,
 ) -> DemoReport:
     """Run the main dataflow over the simulated stack; return what it produced.
 
     With `reports`, an HTML report of each incident is written into that
-    folder each time the incident opens, changes or resolves.
+    folder each time the incident opens, changes or resolves. `settings`
+    give the detectors and the correlation their configuration; the stack
+    keeps its own call graph and windows.
     """
     report = DemoReport()
 
@@ -93,6 +97,15 @@ def simulate(
             on_record(record)
 
     config = FlowConfig(topology=stack.topology)
+    if settings is not None:
+        job = flow_config(settings, stack.topology)
+        config = replace(
+            config,
+            detector=job.detector,
+            detectors_by_kpi=job.detectors_by_kpi,
+            threshold=job.threshold,
+            correlation=job.correlation,
+        )
     pages = None if reports is None else ReportOutput(ReportDirectorySink(reports))
     flow = build_flow(
         IterableSource(lambda: stack.batches()),
@@ -115,12 +128,15 @@ def run_demo(
     hours: float | None = None,
     output: Literal["human", "native", "cloudevents"] = "human",
     reports: Path | None = None,
+    config: Path | None = None,
 ) -> int:
+    settings = None if config is None else load_settings(config)
     if reports is not None:
         _make_reports_folder(reports)
     stack = demo_stack(seed) if hours is None else demo_stack(seed, hours=hours)
     if output != "human":
-        simulate(stack, _message_printer(OutputSettings(format=output)), reports)
+        printer = _message_printer(OutputSettings(format=output))
+        simulate(stack, printer, reports, settings)
         return 0
     print(
         f"Simulating {stack.start:%Y-%m-%d %H:%M}Z to {stack.end:%H:%M}Z: "
@@ -128,7 +144,7 @@ def run_demo(
         f"{len(stack.failures)} failures injected.\n"
     )
     started = time.perf_counter()
-    report = simulate(stack, _print_live, reports)
+    report = simulate(stack, _print_live, reports, settings)
     seconds = time.perf_counter() - started
     _emit(_summary(stack, report, seconds) + "\n")
     if reports is not None:

@@ -77,6 +77,7 @@ def flow_config(settings: Settings, topology: Topology | None = None) -> FlowCon
             dead_letter_bytes=settings.kafka.dead_letter_bytes or None,
         ),
         detector=settings.detection.detector,
+        detectors_by_kpi=settings.detection.by_kpi,
         threshold=settings.detection.threshold,
         topology=topology,
         correlation=CorrelationConfig(**c.model_dump(exclude={"topology"})),

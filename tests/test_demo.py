@@ -6,6 +6,7 @@ import pytest
 
 from connectors.simulator import SimulatedStack, demo_stack
 from foreshock import shutdown
+from foreshock.config import DetectionSettings, Settings
 from foreshock.demo import DemoReport, _summary, simulate
 from foreshock.present import describe_incident
 from foreshock.records import Incident, KpiScore, Record
@@ -84,3 +85,21 @@ def test_a_stopped_demo_says_which_failures_it_did_not_see_to_their_end(
     assert len(said) == len(stack.failures)
     assert said[-1] == "-> not reached when the run was stopped"
     assert all(line.startswith("-> incident ") for line in said[:-1])
+
+
+def test_the_demo_takes_its_detectors_and_threshold_from_a_configuration() -> None:
+    settings = Settings(
+        detection=DetectionSettings(
+            detector="robust_z", by_kpi={"crash_rate": "longtail"}, threshold=0.9
+        )
+    )
+    records: list[Record] = []
+
+    simulate(demo_stack(hours=1), records.append, settings=settings)
+
+    scores = [r for r in records if isinstance(r, KpiScore)]
+    crashes = {r.detector for r in scores if r.kpi.kpi == "crash_rate"}
+    others = {r.detector for r in scores if r.kpi.kpi != "crash_rate"}
+    assert (crashes, others) == ({"longtail"}, {"robust_z"})
+    # Anomalous only from 0.9 on, or past a static objective (scored 1).
+    assert all(r.score >= 0.9 for r in scores if r.anomalous and r.score is not None)

@@ -94,6 +94,11 @@ def test_a_plugin_format_and_detector_run_in_the_flow(plugin: Path) -> None:
             "mean 'refractory'?",
         ),
         (
+            '[detection]\nby_kpi = { latency_p95_ms = "hst" }\n',
+            "detection.by_kpi: Value error, by_kpi.latency_p95_ms: unknown "
+            "detector 'hst'",
+        ),
+        (
             '[extensions]\nmodules = ["no_such_plugin_here"]\n',
             "extensions.modules: cannot import 'no_such_plugin_here' (No module "
             "named 'no_such_plugin_here'); install it or put its folder on "
@@ -113,3 +118,32 @@ def test_a_wrong_detector_or_plugin_stops_the_job_at_start_in_one_line(
     assert code == 2
     assert said in err
     assert len(err.splitlines()) == 1
+
+
+def test_the_series_of_a_kpi_can_have_a_detector_of_their_own(tmp_path: Path) -> None:
+    config = tmp_path / "foreshock.toml"
+    config.write_text(
+        '[detection]\nby_kpi = { requests_per_s = "river:StandardAbsoluteDeviation" }\n'
+    )
+    request = {
+        "time": "2025-03-04T10:00:01Z",
+        "layer": "backend",
+        "service": "orders",
+        "payload": {"kind": "http_request", "status": 200, "duration_ms": 20.0},
+    }
+    batch = RawBatch(
+        "telemetry:0",
+        (RawMessage("telemetry", 0, 0, None, json.dumps(request).encode()),),
+    )
+    out: list[object] = []
+
+    flow = build_flow(
+        IterableSource(lambda: [batch]),
+        TestingSink(out),
+        flow_config(load_settings(config)),
+    )
+    run_main(flow)  # type: ignore[no-untyped-call]
+
+    detectors = {r.kpi.kpi: r.detector for r in out if isinstance(r, KpiScore)}
+    assert detectors["requests_per_s"] == "river:StandardAbsoluteDeviation"
+    assert detectors["latency_p95_ms"] == "ensemble"
