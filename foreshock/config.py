@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import json
 import logging
 import os
 import re
@@ -518,7 +519,7 @@ def load_settings(path: Path | None = None) -> Settings:
         with path.open("rb") as f:
             data = tomllib.load(f)
         _anchor_paths(data, path.parent)
-    _import_extensions(data.get("extensions"))
+    _import_extensions(data.get("extensions"), os.environ)
     _warn_of_unknown_sections(os.environ)
     settings = Settings(**data)  # type: ignore[arg-type]
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
@@ -527,10 +528,20 @@ def load_settings(path: Path | None = None) -> Settings:
     return settings
 
 
-def _import_extensions(section: object) -> None:
-    """Import the modules of the file's `[extensions]`, before the formats
-    and detectors they register are looked up by the other sections."""
+def _import_extensions(section: object, environ: Mapping[str, str]) -> None:
+    """Import the modules `extensions.modules` names, before the formats and
+    detectors they register are looked up by the other sections.
+
+    As for every setting, the environment (`FORESHOCK_EXTENSIONS__MODULES`,
+    a JSON list) wins over the file.
+    """
     modules = section.get("modules") if isinstance(section, dict) else None
+    given = environ.get("FORESHOCK_EXTENSIONS__MODULES")
+    if given is not None:
+        try:
+            modules = json.loads(given)
+        except ValueError:
+            return  # the settings' own validation says what is wrong with it
     if not isinstance(modules, list):
         return  # the section's own validation says what is wrong with it
     for name in modules:

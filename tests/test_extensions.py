@@ -147,3 +147,18 @@ def test_the_series_of_a_kpi_can_have_a_detector_of_their_own(tmp_path: Path) ->
     detectors = {r.kpi.kpi: r.detector for r in out if isinstance(r, KpiScore)}
     assert detectors["requests_per_s"] == "river:StandardAbsoluteDeviation"
     assert detectors["latency_p95_ms"] == "ensemble"
+
+
+def test_plugins_named_in_the_environment_are_imported_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FORESHOCK_EXTENSIONS__MODULES", '["no_such_plugin_here"]')
+
+    code = main(["run"])
+
+    assert code == 2
+    assert capsys.readouterr().err == (
+        "foreshock: extensions.modules: cannot import 'no_such_plugin_here' (No "
+        "module named 'no_such_plugin_here'); install it or put its folder on "
+        "PYTHONPATH\n"
+    )
