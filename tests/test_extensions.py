@@ -150,7 +150,7 @@ def test_the_series_of_a_kpi_can_have_a_detector_of_their_own(tmp_path: Path) ->
 
 
 def test_plugins_named_in_the_environment_are_imported_too(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("FORESHOCK_EXTENSIONS__MODULES", '["no_such_plugin_here"]')
 
