@@ -245,6 +245,12 @@ class AlertPublisher:
             self._open[incident.id] = _Open(alert)
 
     def _take_warning(self, warning: EarlyWarning, now: datetime) -> None:
+        if warning.status == "ended":
+            for service in warning.at_risk:
+                entry = self._open.pop(f"{warning.id}/{service}", None)
+                if entry is not None:
+                    self._end(entry.alert, now, now)
+            return
         until = now + timedelta(seconds=self.config.warning_hold_s)
         for service in warning.at_risk:
             alert = self._warning_alert(warning, service, now)
@@ -450,7 +456,7 @@ def _incident_description(incident: Incident) -> str:
     if incident.lead_time_s is not None:
         lines.append(
             f"Lead time: {incident.lead_time_s / 60:.0f} min from the first "
-            "deep-stack anomaly to users' first symptom"
+            "anomaly of the probable cause to users' first symptom"
         )
     if incident.chain:
         lines.append(

@@ -249,6 +249,8 @@ class WebhookNotifier:
             return incident_payload(notice, self.config.link)
         if not self.config.early_warnings or isinstance(notice, DataGap):
             return None
+        if notice.status == "ended":
+            return None  # a chat keeps what was said; an end is no news
         return warning_payload(notice)
 
     def _retrying(self) -> Retrying:

@@ -959,7 +959,17 @@ class Correlator:
         # of a service already warned about is new trouble.
         quiet = timedelta(seconds=self.config.cooldown_s)
         gap = self._episode_gap()
-        self._warnings = [g for g in self._warnings if now - g.last_seen < quiet]
+        # A warning none of whose series was troubled for the cool-down is
+        # over: said once more, so that whoever shows it can clear it.
+        ongoing = []
+        for g in self._warnings:
+            if now - g.last_seen < quiet:
+                ongoing.append(g)
+            else:
+                yield g.warning.model_copy(
+                    update={"status": "ended", "published_at": now}
+                )
+        self._warnings = ongoing
         self._recent = [
             c for c in self._recent if c.resolved_at and now - c.resolved_at < quiet
         ]

@@ -33,6 +33,12 @@ def describe_incident(incident: Incident) -> str:
 
 
 def describe_warning(warning: EarlyWarning) -> str:
+    if warning.status == "ended":
+        services = ", ".join(warning.services or [warning.service])
+        return (
+            f"[EARLY WARNING ENDED] {warning.id} at "
+            f"{warning.published_at:%H:%M}Z: {services} no longer troubled"
+        )
     if warning.status == "updated":
         joined = warning.services[-1]
         newest = [e for e in warning.evidence if e.service == joined]

@@ -373,7 +373,10 @@ class EarlyWarning(_Record):
 
     `service` is where the trouble showed first; `services` every service that
     joined since, in order of onset. The same `id` is published again, with
-    status "updated", each time another service joins; consumers upsert by it.
+    status "updated", each time another service joins, and a last time with
+    status "ended" when its trouble has not shown outside an open incident
+    for the correlation's cool-down (30 minutes by default): it is over, or
+    an incident that lists it carries it. Consumers upsert by `id`.
     """
 
     id: str
@@ -384,7 +387,7 @@ class EarlyWarning(_Record):
     at_risk: list[str]
     evidence: list[Evidence]
     services: list[str] = []
-    status: Literal["open", "updated"] = "open"
+    status: Literal["open", "updated", "ended"] = "open"
     # Deploys and other changes of these services shortly before the onset.
     changes: list[Change] = []
     # Its services ranked as for an incident: where the trouble started.

@@ -222,7 +222,8 @@ def correlated(outputs: Iterable[Incident | EarlyWarning | DataGap]) -> None:
     """Count what the correlator published."""
     for output in outputs:
         if isinstance(output, EarlyWarning):
-            _WARNINGS.inc()
+            if output.status != "ended":
+                _WARNINGS.inc()
         elif isinstance(output, DataGap):
             if output.status == "open":
                 _DATA_GAPS.inc()

@@ -412,7 +412,7 @@ def _alerts(records: Iterable[Record]) -> list[Incident]:
     for r in records:
         if isinstance(r, Incident):
             alerts.append(r)
-        elif isinstance(r, EarlyWarning):
+        elif isinstance(r, EarlyWarning) and r.status != "ended":
             first = opened.setdefault(r.id, r.published_at)
             alerts.append(
                 Incident(

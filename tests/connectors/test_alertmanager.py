@@ -97,7 +97,8 @@ INCIDENT_LABELS = {
 }
 INCIDENT_DESCRIPTION = (
     "Impact: frontend/web page_load_p75_ms 6000 (baseline 1500), up since 09:05\n"
-    "Lead time: 3 min from the first deep-stack anomaly to users' first symptom\n"
+    "Lead time: 3 min from the first anomaly of the probable cause to users' "
+    "first symptom\n"
     "Chain: database/orders-db query_time_p95_ms since 09:02"
     " -> frontend/web page_load_p75_ms since 09:05\n"
     "Probable root causes:\n"
@@ -308,6 +309,25 @@ def test_an_early_warning_ends_after_its_hold(
     alerts = alertmanager.alerts(warning_id="ew-1")
     assert [_time(a["endsAt"]) for a in alerts] == [now + timedelta(seconds=5)] * 2
     publisher.tick(now + timedelta(seconds=5))
+    assert publisher.open_alerts() == []
+    wait_for(
+        "the warnings to end",
+        lambda: alertmanager.alerts(warning_id="ew-1") == [],
+    )
+
+
+def test_an_ended_early_warning_ends_its_alerts_at_once(
+    alertmanager: RunningAlertmanager,
+) -> None:
+    publisher = AlertPublisher(_config(alertmanager.url, warning_hold_s=1800.0))
+    now = _now()
+    publisher.publish(WARNING, now)
+    ended = WARNING.model_copy(
+        update={"status": "ended", "published_at": now + timedelta(minutes=30)}
+    )
+
+    publisher.publish(ended, now)
+
     assert publisher.open_alerts() == []
     wait_for(
         "the warnings to end",

@@ -257,12 +257,13 @@ def test_a_webhook_nobody_listens_on_fails_without_raising() -> None:
     assert notifier.failed == 1
 
 
-def test_the_sink_posts_warnings_and_opened_and_resolved_incidents(
+def test_the_sink_posts_warnings_and_opened_and_resolved_incidents_not_ends(
     server: tuple[str, _Behaviour],
 ) -> None:
     url, behaviour = server
     updated = OPENED.model_copy(update={"status": "updated", "updated_at": at(12)})
-    notices: list[Notice] = [WARNING, OPENED, updated, RESOLVED]
+    ended = WARNING.model_copy(update={"status": "ended", "published_at": at(40)})
+    notices: list[Notice] = [WARNING, OPENED, updated, RESOLVED, ended]
     _run_notices(notices, _sink(url))
 
     assert [body["text"] for body in behaviour.bodies] == [

@@ -246,3 +246,28 @@ def test_the_lead_time_counts_from_the_cause_not_from_unrelated_earlier_trouble(
     assert "payments" in {e.service for e in last.chain}
     # From the database's 10:03 to the users' 10:07, not from 10:00.
     assert last.lead_time_s == 4 * 60
+
+
+def test_a_warning_whose_trouble_stopped_ends_after_the_cool_down() -> None:
+    # orders-db is slow from 10:03 to 10:08, users never feel it.
+    config = CorrelationConfig(
+        resolve_after_windows=3, confirm_windows=1, cooldown_s=600
+    )
+    correlator = Correlator(TOPOLOGY, config)
+    out = []
+    for minute in range(40):
+        for layer, service, kpi, _ in SERIES:
+            bad = service == "orders-db" and 3 <= minute < 8
+            out += correlator.observe(_score(minute, layer, service, kpi, bad))
+
+    warnings = [o for o in out if isinstance(o, EarlyWarning)]
+    last_trouble = T0 + timedelta(minutes=8)  # the end of the last bad window
+
+    assert {w.id for w in warnings} == {warnings[0].id}
+    assert warnings[-1].status == "ended"
+    assert [w.status for w in warnings[:-1]] == ["open"] * (len(warnings) - 1)
+    # Said in the first window closing ten minutes after the trouble's last.
+    ended_at = warnings[-1].published_at
+    assert last_trouble + timedelta(minutes=10) <= ended_at
+    assert ended_at < last_trouble + timedelta(minutes=11)
+    assert warnings[-1].evidence == warnings[-2].evidence
