@@ -30,8 +30,10 @@ from foreshock.decode import (
     SampleDecoder,
     dead_letter_of,
     decode_native,
+    decoded,
     decoder_failed,
     oversized,
+    scanned,
 )
 from foreshock.feedback import Feedback
 from foreshock.kpis import Kpi
@@ -220,7 +222,7 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
                 out.append(self._letter(message, _unknown_format(batch.format)))
                 continue
             try:
-                events, rejections = decoder(data)
+                events, rejections = decoded(decoder(data))
             except Exception as error:
                 out.append(self._letter(message, decoder_failed(batch.format, error)))
                 continue
@@ -267,7 +269,7 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
             if data is None:
                 continue
             try:
-                samples, rejections = decoder.scan(data)
+                samples, rejections = scanned(decoder.scan(data))
             except Exception as error:
                 out.append(self._letter(message, decoder_failed(fmt, error)))
                 continue
@@ -852,18 +854,53 @@ class DetectLogic(StatefulLogic[KpiRecord, KpiScore, bytes]):
         self.threshold = threshold
         self.new_detector = new_detector
         self.kpi_of = kpi_of
+        # Failures of this series' detector so far: the first is an ERROR.
+        self._failures = 0
 
     def on_item(self, value: KpiRecord) -> tuple[Iterable[KpiScore], bool]:
-        if self.detector is None:
-            self.detector = self.new_detector(value.direction, value.kpi)
-        kpi = self.kpi_of(value.kpi)
-        return [score_window(self.detector, self.threshold, value, kpi)], False
+        try:
+            if self.detector is None:
+                self.detector = self.new_detector(value.direction, value.kpi)
+            kpi = self.kpi_of(value.kpi)
+            return [score_window(self.detector, self.threshold, value, kpi)], False
+        except Exception as error:
+            # A detector that fails on a value (a plugin's, or one of River's
+            # on an extreme value) costs that window its score, not the flow.
+            name = getattr(self.detector, "name", "?")
+            level = logging.DEBUG if self._failures else logging.ERROR
+            self._failures += 1
+            log.log(
+                level,
+                "detector %s failed on %s/%s %s at %s, left unscored: %s: %s",
+                name,
+                value.layer.value,
+                value.service,
+                value.kpi,
+                value.window_start.isoformat(),
+                type(error).__name__,
+                error,
+                exc_info=level == logging.DEBUG,
+            )
+            return [unscored(name, value)], False
 
     def snapshot(self) -> bytes:
         # Empty when nothing will read it back: a flow without recovery.
         if not self.keep_state:
             return b""
         return pickle.dumps(self.detector, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def unscored(detector: str, record: KpiRecord) -> KpiScore:
+    """A KPI window passed on without a score (state "skipped")."""
+    return KpiScore(
+        kpi=record,
+        detector=detector,
+        score=None,
+        expected=None,
+        side=0,
+        detector_state="skipped",
+        anomalous=False,
+    )
 
 
 def score_window(
@@ -880,15 +917,7 @@ def score_window(
     too, see `foreshock.version_kpis`.
     """
     if record.value is None or record.restated or is_breakdown(record.kpi):
-        return KpiScore(
-            kpi=record,
-            detector=detector.name,
-            score=None,
-            expected=None,
-            side=0,
-            detector_state="skipped",
-            anomalous=False,
-        )
+        return unscored(detector.name, record)
 
     score = detector.score_one(record.value, record.window_start)
     detector.learn_one(record.value, record.window_start)

@@ -41,7 +41,7 @@ from connectors.rum import RumSettings
 from foreshock.decode import CHANGE_FORMAT, InputLimits, format_names
 from foreshock.errors import UserError
 from foreshock.windows import EPOCH, WindowPolicy, WindowSpec
-from models import make_detector
+from models import check_detector
 
 if TYPE_CHECKING:
     from connectors.webhook import WebhookConfig
@@ -233,9 +233,9 @@ class DetectionSettings(_Section):
     @field_validator("detector")
     @classmethod
     def _known_detector(cls, name: str) -> str:
-        # Built once here, so that a wrong name stops the job at start-up
+        # Tried once here, so that a wrong name stops the job at start-up
         # rather than when the first window closes.
-        make_detector(name)
+        check_detector(name)
         return name
 
     @field_validator("by_kpi")
@@ -243,7 +243,7 @@ class DetectionSettings(_Section):
     def _known_detectors(cls, names: dict[str, str]) -> dict[str, str]:
         for kpi, name in names.items():
             try:
-                make_detector(name)
+                check_detector(name)
             except ValueError as error:
                 raise ValueError(f"by_kpi.{kpi}: {error}") from None
         return names
@@ -516,6 +516,8 @@ def load_settings(path: Path | None = None) -> Settings:
     """Defaults, then the TOML file at `path` if given, then the environment."""
     data: dict[str, object] = {}
     if path is not None:
+        if path.is_dir():
+            raise UserError(f"{path} is a folder; --config takes a TOML file")
         with path.open("rb") as f:
             data = tomllib.load(f)
         _anchor_paths(data, path.parent)
@@ -553,6 +555,13 @@ def _import_extensions(section: object, environ: Mapping[str, str]) -> None:
             raise UserError(
                 f"extensions.modules: cannot import {name!r} ({error}); install "
                 "it or put its folder on PYTHONPATH"
+            ) from error
+        except Exception as error:
+            # The plugin's own bug: `foreshock -v` shows its traceback.
+            log.debug("importing %s failed", name, exc_info=error)
+            raise UserError(
+                f"extensions.modules: importing {name!r} failed: "
+                f"{type(error).__name__}: {error}"
             ) from error
 
 

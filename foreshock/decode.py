@@ -64,11 +64,13 @@ __all__ = [
     "dead_letter_of",
     "decode",
     "decode_native",
+    "decoded",
     "decoder_failed",
     "decoder_for",
     "format_names",
     "oversized",
     "register_format",
+    "scanned",
     "to_dead_letter",
 ]
 
@@ -101,13 +103,55 @@ class Rejection:
 DECODER_FAILED = "decoder_failed"
 
 
+def decoded(result: object) -> Decoded:
+    """A decoder's `result`, checked to be `(events, rejections)`.
+
+    Raises TypeError, saying what came instead, so that a decoder handing
+    back the wrong shape fails on its message, as one that raises does,
+    rather than further down the flow.
+    """
+    if not (isinstance(result, tuple | list) and len(result) == 2):
+        raise TypeError(
+            f"returned {type(result).__name__}, not a pair (events, rejections)"
+        )
+    events, rejections = result
+    if not isinstance(events, list) or not all(isinstance(e, Event) for e in events):
+        raise TypeError("returned events that are not a list of Event")
+    if not isinstance(rejections, list) or not all(
+        isinstance(r, Rejection) for r in rejections
+    ):
+        raise TypeError("returned rejections that are not a list of Rejection")
+    return events, rejections
+
+
+def scanned(result: object) -> Scanned:
+    """A sample decoder's `scan` result, checked as `decoded` checks events."""
+    if not (isinstance(result, tuple | list) and len(result) == 2):
+        raise TypeError(
+            f"scan returned {type(result).__name__}, not (samples, rejections)"
+        )
+    samples, rejections = result
+    # A message carries hundreds of samples: the first stands for the rest,
+    # as a decoder's shape is the same for all of them.
+    if not isinstance(samples, list) or not all(
+        isinstance(s, tuple) and len(s) == 5 for s in samples[:1]
+    ):
+        raise TypeError("scan returned samples that are not a list of Sample")
+    if not isinstance(rejections, list) or not all(
+        isinstance(r, Rejection) for r in rejections
+    ):
+        raise TypeError("scan returned rejections that are not a list of Rejection")
+    return samples, rejections
+
+
 def decoder_failed(fmt: str, error: Exception) -> Rejection:
     """The rejection of a message whose `fmt` decoder raised `error`."""
     log.debug("the %r decoder raised", fmt, exc_info=error)
     return Rejection(
         DECODER_FAILED,
-        f"the {fmt!r} decoder raised {type(error).__name__}: {error}; a decoder "
-        "returns rejections for input it cannot use instead of raising",
+        f"the {fmt!r} decoder failed: {type(error).__name__}: {error}; a "
+        "decoder returns (events, rejections), with rejections for input it "
+        "cannot use, and does not raise",
     )
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from foreshock.config import load_settings
-from foreshock.decode import Decoder, Rejection, decoder_failed, decoder_for
+from foreshock.decode import Decoder, Rejection, decoded, decoder_failed, decoder_for
 from foreshock.kpis import Aggregate
 from foreshock.measure import observe
 from foreshock.schema import Event, MetricSample
@@ -170,7 +170,7 @@ def _decode_one(
             return
 
     try:
-        events, rejections = decoder(data)
+        events, rejections = decoded(decoder(data))
     except Exception as error:
         yield _rejection(number, decoder_failed(name, error))
         return

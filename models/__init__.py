@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import fields, replace
+from datetime import UTC, datetime, timedelta
 from difflib import get_close_matches
 from functools import cache
 from typing import Any, TypeVar
@@ -26,6 +27,7 @@ __all__ = [
     "Detector",
     "DetectorState",
     "Score",
+    "check_detector",
     "default_detector",
     "detector_names",
     "make_detector",
@@ -115,6 +117,25 @@ def _config_from(kind: type[_Config], spec: str) -> _Config:
             text.lower() == "true" if field_type is bool else field_type(text)
         )
     return replace(defaults, **changes)
+
+
+def check_detector(name: str) -> None:
+    """Build the detector `name` and run it over a short series, so that a
+    name or argument it cannot work with fails here, once, and not at a
+    flow's first window. Raises ValueError saying what failed."""
+    detector = make_detector(name)
+    start = datetime(2000, 1, 1, tzinfo=UTC)
+    # An hour of a calm series with a daily wobble, then a spike.
+    values = [10.0 + (i % 7) / 10 for i in range(60)] + [500.0]
+    try:
+        for i, x in enumerate(values):
+            t = start + timedelta(minutes=i)
+            detector.score_one(x, t)
+            detector.learn_one(x, t)
+    except Exception as error:
+        raise ValueError(
+            f"detector {name!r} fails on a test series: {type(error).__name__}: {error}"
+        ) from None
 
 
 def detector_names() -> list[str]:

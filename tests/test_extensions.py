@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,15 @@ import models
 from connectors.iterables import IterableSource
 from connectors.messages import RawBatch, RawMessage
 from flows.pipeline import build_flow
+from flows.steps import DetectLogic
 from foreshock import decode
 from foreshock.cli import main
 from foreshock.config import load_settings
 from foreshock.jobs import flow_config
-from foreshock.records import DeadLetter, KpiScore
+from foreshock.layers import Layer
+from foreshock.records import DeadLetter, KpiRecord, KpiScore
+from models.base import Score
+from models.robust import RobustZDetector
 
 README = Path(__file__).parents[1] / "README.md"
 
@@ -161,4 +166,97 @@ def test_plugins_named_in_the_environment_are_imported_too(
         "foreshock: extensions.modules: cannot import 'no_such_plugin_here' (No "
         "module named 'no_such_plugin_here'); install it or put its folder on "
         "PYTHONPATH\n"
+    )
+
+
+def test_a_detector_that_fails_on_a_value_leaves_that_window_unscored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Fragile(RobustZDetector):
+        name = "fragile"
+
+        def score_one(self, x: float, t: datetime) -> Score:
+            if x > 1e100:
+                raise ZeroDivisionError("float division by zero")
+            return super().score_one(x, t)
+
+    logic = DetectLogic(None, 0.7, lambda direction, kpi: Fragile(direction))
+    first, second, third = (
+        _record(minute, value) for minute, value in ((0, 10.0), (1, 1e160), (2, 11.0))
+    )
+
+    scores = [next(iter(logic.on_item(r)[0])) for r in (first, second, third)]
+
+    assert [s.detector_state for s in scores] == ["warming_up", "skipped", "warming_up"]
+    assert (scores[1].score, scores[1].anomalous) == (None, False)
+    [error] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert error.getMessage() == (
+        "detector fragile failed on backend/orders latency_p95_ms at "
+        "2025-03-04T10:01:00+00:00, left unscored: ZeroDivisionError: float "
+        "division by zero"
+    )
+
+
+def _record(minute: int, value: float) -> KpiRecord:
+    start = datetime(2025, 3, 4, 10, minute, tzinfo=UTC)
+    return KpiRecord(
+        layer=Layer.BACKEND,
+        service="orders",
+        kpi="latency_p95_ms",
+        dimension="speed",
+        direction="up",
+        unit="ms",
+        window_start=start,
+        window_end=start + timedelta(minutes=1),
+        value=value,
+        state="ok",
+    )
+
+
+@pytest.mark.parametrize(
+    ("toml", "plugin", "said"),
+    [
+        (
+            '[detection]\ndetector = "river:LODA,n_bins=0"\n',
+            "",
+            "detector 'river:LODA,n_bins=0' fails on a test series: IndexError",
+        ),
+        (
+            '[extensions]\nmodules = ["broken_plugin_here"]\n',
+            'raise RuntimeError("no licence key")\n',
+            "extensions.modules: importing 'broken_plugin_here' failed: "
+            "RuntimeError: no licence key",
+        ),
+    ],
+)
+def test_impossible_detectors_and_broken_plugins_stop_the_job_in_one_line(
+    toml: str,
+    plugin: str,
+    said: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "broken_plugin_here.py").write_text(plugin)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = tmp_path / "foreshock.toml"
+    config.write_text(toml)
+
+    code = main(["run", "--config", str(config)])
+
+    err = capsys.readouterr().err
+    sys.modules.pop("broken_plugin_here", None)
+    assert code == 2
+    assert said in err
+    assert len(err.splitlines()) == 1
+
+
+def test_a_folder_given_as_the_configuration_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["demo", "--config", str(tmp_path)])
+
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"foreshock: {tmp_path} is a folder; --config takes a TOML file\n"
     )

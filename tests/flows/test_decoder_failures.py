@@ -8,6 +8,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from connectors.messages import RawBatch, RawMessage
 from flows.steps import WindowLogic
 from foreshock.decode import Decoded, Scanned, decode_native
@@ -75,7 +77,7 @@ def test_a_decoder_that_raises_gives_a_dead_letter_and_the_batch_goes_on() -> No
 
     [letter] = _letters(list(out))
     assert (letter.reason, letter.topic, letter.offset) == ("decoder_failed", "acme", 1)
-    assert "'acme' decoder raised TypeError" in letter.detail
+    assert "'acme' decoder failed: TypeError" in letter.detail
     # Two requests in a one-minute window.
     assert _requests_per_s(list(closed)) == 2 / 60
 
@@ -88,6 +90,31 @@ def test_a_sample_decoder_whose_scan_raises_gives_a_dead_letter() -> None:
     [letter] = _letters(list(out))
     assert (letter.reason, letter.offset) == ("decoder_failed", 1)
     assert "KeyError: 'resourceMetrics'" in letter.detail
+
+
+@pytest.mark.parametrize(
+    ("result", "said"),
+    [
+        (None, "returned NoneType, not a pair (events, rejections)"),
+        (([{"time": 1}], []), "returned events that are not a list of Event"),
+        (([], ["too odd"]), "returned rejections that are not a list of Rejection"),
+    ],
+)
+def test_a_decoder_that_returns_the_wrong_shape_gives_a_dead_letter(
+    result: object, said: str
+) -> None:
+    def wrong(data: bytes) -> Decoded:
+        return result if data == b"boom" else decode_native(data)  # type: ignore[return-value]
+
+    logic = WindowLogic(WindowStore(spec=SPEC), {"acme": wrong})
+
+    out, _ = logic.on_item(_batch("acme"))
+    closed, _ = logic.on_eof()
+
+    [letter] = _letters(list(out))
+    assert (letter.reason, letter.offset) == ("decoder_failed", 1)
+    assert said in letter.detail
+    assert _requests_per_s(list(closed)) == 2 / 60
 
 
 def test_the_decode_command_names_the_decoder_and_reads_on() -> None:
@@ -103,7 +130,7 @@ def test_the_decode_command_names_the_decoder_and_reads_on() -> None:
     ]
     failed = outcomes[1]
     assert (failed["line"], failed["reason"]) == (2, "decoder_failed")
-    assert "'acme' decoder raised TypeError" in failed["detail"]
+    assert "'acme' decoder failed: TypeError" in failed["detail"]
 
 
 def test_the_decode_command_stops_quietly_when_its_reader_goes(tmp_path: Path) -> None:

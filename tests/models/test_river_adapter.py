@@ -42,6 +42,18 @@ def test_a_spike_of_sixteen_deviations_is_anomalous_and_the_noise_is_not() -> No
     assert max(s.value for s in normal[100:]) < THRESHOLD
 
 
+def test_a_gaussians_score_is_read_in_decades_of_its_tail_probability() -> None:
+    # Sixteen deviations out: a tail probability far below any seen in the
+    # noise, though the raw score (one minus it) differs from the noise's
+    # highest only in its last digits.
+    detector = make_detector("river:GaussianScorer", "up")
+    _feed(detector, _noise(600))
+
+    spike = detector.score_one(180.0, START + timedelta(minutes=600))
+
+    assert spike.value >= THRESHOLD
+
+
 def test_the_harmless_side_scores_zero() -> None:
     detector = make_detector("river:StandardAbsoluteDeviation", "up")
     _feed(detector, _noise(600))
@@ -88,6 +100,10 @@ def test_values_that_are_not_finite_are_neither_scored_nor_learned() -> None:
     ("name", "said"),
     [
         ("river:HalfSpaceTree", "no River anomaly detector 'HalfSpaceTree'; choose"),
+        (
+            "river:PredictiveAnomalyDetection",
+            "no River anomaly detector 'PredictiveAnomalyDetection'",
+        ),
         ("river:HalfSpaceTrees,depth", "write River arguments as name=value"),
         ("river:HalfSpaceTrees,depth=3", "River's HalfSpaceTrees refuses {'depth'"),
     ],
