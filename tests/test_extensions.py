@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -26,6 +26,7 @@ from foreshock.layers import Layer
 from foreshock.records import DeadLetter, KpiRecord, KpiScore
 from models.base import Score
 from models.robust import RobustZDetector
+from tests.core.scores import scored
 
 README = Path(__file__).parents[1] / "README.md"
 
@@ -199,18 +200,16 @@ def test_a_detector_that_fails_on_a_value_leaves_that_window_unscored(
 
 def _record(minute: int, value: float) -> KpiRecord:
     start = datetime(2025, 3, 4, 10, minute, tzinfo=UTC)
-    return KpiRecord(
-        layer=Layer.BACKEND,
-        service="orders",
-        kpi="latency_p95_ms",
-        dimension="speed",
-        direction="up",
-        unit="ms",
-        window_start=start,
-        window_end=start + timedelta(minutes=1),
-        value=value,
-        state="ok",
+    window = scored(
+        start,
+        Layer.BACKEND,
+        "orders",
+        "latency_p95_ms",
+        value,
+        expected=None,
+        anomalous=False,
     )
+    return window.kpi
 
 
 @pytest.mark.parametrize(
