@@ -351,7 +351,6 @@ class AlertPublisher:
         url = None
         if self.config.runbook_url:
             annotations["runbook_url"] = self.config.runbook_url.format(**fields)
-        # Only incidents have reports; any other record's link would be dead.
         if report and self.config.report_url:
             url = annotations["report_url"] = self.config.report_url.format(**fields)
         return Alert(labels, annotations, starts_at, url)

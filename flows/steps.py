@@ -867,20 +867,24 @@ class DetectLogic(StatefulLogic[KpiRecord, KpiScore, bytes]):
             # A detector that fails on a value (a plugin's, or one of River's
             # on an extreme value) costs that window its score, not the flow.
             name = getattr(self.detector, "name", "?")
-            level = logging.DEBUG if self._failures else logging.ERROR
             self._failures += 1
-            log.log(
-                level,
-                "detector %s failed on %s/%s %s at %s, left unscored: %s: %s",
-                name,
-                value.layer.value,
-                value.service,
-                value.kpi,
-                value.window_start.isoformat(),
-                type(error).__name__,
-                error,
-                exc_info=level == logging.DEBUG,
-            )
+            # The first failure of a series with its traceback, then one
+            # line every hundred, so that a series failing each window is
+            # neither silent nor flooding.
+            if self._failures == 1 or self._failures % 100 == 0:
+                log.error(
+                    "detector %s failed on %s/%s %s at %s (failure %d of this "
+                    "series), left unscored: %s: %s",
+                    name,
+                    value.layer.value,
+                    value.service,
+                    value.kpi,
+                    value.window_start.isoformat(),
+                    self._failures,
+                    type(error).__name__,
+                    error,
+                    exc_info=error if self._failures == 1 else None,
+                )
             return [unscored(name, value)], False
 
     def snapshot(self) -> bytes:

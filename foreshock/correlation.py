@@ -570,6 +570,36 @@ class Correlator:
             kept = [x for x in episode.excess if x[0] >= since]
             episode.excess = [*kept, (a.window_start, _excess(a))]
 
+    def _first_deep_trouble(
+        self, cause: str | None, chain: list[Evidence], first_user: datetime
+    ) -> datetime | None:
+        """When the deep stack first showed an incident's failure.
+
+        That is the first trouble of the likeliest `cause` or of what it
+        depends on, in the incident's `chain` or in an early warning still
+        held whose trouble went on into it. Trouble elsewhere (another
+        fault, minutes before), and an earlier trouble of the same services
+        that had stopped, gave no warning of this one.
+        """
+        if cause is None:
+            return None
+        related = {cause, *self.topology.dependencies(cause)}
+        onsets = [
+            e.onset
+            for e in chain
+            if e.layer not in USER_FACING and e.service in related
+        ]
+        began = min(onsets, default=first_user)
+        gap = self._episode_gap()
+        onsets += [
+            onset
+            for g in self._warnings
+            if g.last_seen >= began - gap
+            for service, onset in g.onsets.items()
+            if service in related
+        ]
+        return min(onsets, default=None)
+
     def _episode_gap(self) -> timedelta:
         # One quiet window between two anomalous ones never ends an episode,
         # however long windows are.
@@ -1213,34 +1243,18 @@ class Correlator:
             ),
         )
         first_user = min((e.onset for e in user), default=current.onset)
-        # The warning the deep stack gave of this failure: the first trouble
-        # of the likeliest cause or of what it depends on, in the evidence or
-        # in an early warning still held. Trouble elsewhere that came earlier
-        # (another fault, minutes before) gave none.
         cause = ranked[0].service if ranked else None
-        related = {cause, *self.topology.dependencies(cause)} if cause else set()
-        first_deep = min(
-            [
-                *(
-                    e.onset
-                    for e in chain
-                    if e.layer not in USER_FACING and e.service in related
-                ),
-                *(
-                    onset
-                    for g in self._warnings
-                    for service, onset in g.onsets.items()
-                    if service in related
-                ),
-            ],
-            default=None,
-        )
+        first_deep = self._first_deep_trouble(cause, chain, first_user)
         lead = (
             (first_user - first_deep).total_seconds()
             if first_deep is not None and first_deep < first_user
             else None
         )
-        warned = sorted(g.warning.id for g in self._warnings if set(g.onsets) & scope)
+        # A warning that ended while the incident is open still belongs to it.
+        warned = sorted(
+            {*current.incident.early_warnings}
+            | {g.warning.id for g in self._warnings if set(g.onsets) & scope}
+        )
         title = _title(user, ranked)
         return current.incident.model_copy(
             update={

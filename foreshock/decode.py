@@ -131,10 +131,8 @@ def scanned(result: object) -> Scanned:
             f"scan returned {type(result).__name__}, not (samples, rejections)"
         )
     samples, rejections = result
-    # A message carries hundreds of samples: the first stands for the rest,
-    # as a decoder's shape is the same for all of them.
     if not isinstance(samples, list) or not all(
-        isinstance(s, tuple) and len(s) == 5 for s in samples[:1]
+        type(s) is tuple and len(s) == 5 for s in samples
     ):
         raise TypeError("scan returned samples that are not a list of Sample")
     if not isinstance(rejections, list) or not all(

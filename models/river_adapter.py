@@ -6,20 +6,19 @@ wants one scale for every series, so the adapter judges each raw score
 against the raw scores the model gave this series before (an empirical
 tail, `models._tail`), in decades of surprise: the score is
 `1 - 2^(-decades / 3)`, 0.5 for a raw score reached once in a thousand,
-as the other detectors of this package read it. River scores both sides
-alike; the side of the value against the recent median decides which one
+as the other detectors of this package read it. River's scores carry no
+side; the side of the value against the recent median decides which one
 it was on, and the harmless side scores 0.
 
 Models are built by class name and keyword arguments with scalar values
-(numbers, strings, True, None), so a configuration reads
+(numbers, True, False, None, quoted strings), so a configuration reads
 `river:HalfSpaceTrees,window_size=100` or `river:GaussianScorer`; a
 `GaussianScorer`'s score, one minus a tail probability, is read in
 decades of that probability, as it saturates near 1. Detectors River
 calls supervised (`GaussianScorer`, `StandardAbsoluteDeviation`) are
 given the value as their target; the others are given it as the feature
-`value`,
-scaled into [0, 1] by an online `MinMaxScaler` first, since half-space
-trees and LODA cut the unit interval. A model that needs a period of its
+`value`, scaled into [0, 1] by an online `MinMaxScaler` first, since
+half-space trees and LODA cut the unit interval. A model that needs a period of its
 own before it scores (`window_size`, `grace_period`, `warmup_period`) has
 that period added to the warm-up, so that the zeros it gives meanwhile are
 not taken as its normal.
@@ -174,9 +173,18 @@ def _parsed(spec: str) -> tuple[type[Any], dict[str, Any]]:
         if not equals:
             raise ValueError(f"write River arguments as name=value, not {item!r}")
         try:
-            arguments[key.strip()] = ast.literal_eval(text.strip())
+            value = ast.literal_eval(text.strip())
         except (ValueError, SyntaxError):
-            arguments[key.strip()] = text.strip()
+            value = None
+            scalar = False
+        else:
+            scalar = value is None or isinstance(value, int | float | str)
+        if not scalar:
+            raise ValueError(
+                f"write River argument {key.strip()!r} as a number, True, False, "
+                f"None or a quoted string, not {text.strip()!r}"
+            )
+        arguments[key.strip()] = value
     model_class: type[Any] = getattr(anomaly, name)
     try:
         model_class(**arguments)

@@ -83,7 +83,7 @@ def test_a_plugin_format_and_detector_run_in_the_flow(plugin: Path) -> None:
     # Three readings in a one-minute window, judged by the plugin's detector
     # (a robust z-score under another name).
     assert rate.kpi.value == 3 / 60
-    assert rate.detector == "robust_z"
+    assert rate.detector == "acme-steady"
 
 
 @pytest.mark.parametrize(
@@ -193,9 +193,10 @@ def test_a_detector_that_fails_on_a_value_leaves_that_window_unscored(
     [error] = [r for r in caplog.records if r.levelname == "ERROR"]
     assert error.getMessage() == (
         "detector fragile failed on backend/orders latency_p95_ms at "
-        "2025-03-04T10:01:00+00:00, left unscored: ZeroDivisionError: float "
-        "division by zero"
+        "2025-03-04T10:01:00+00:00 (failure 1 of this series), left unscored: "
+        "ZeroDivisionError: float division by zero"
     )
+    assert error.exc_info is not None
 
 
 def _record(minute: int, value: float) -> KpiRecord:

@@ -271,3 +271,49 @@ def test_a_warning_whose_trouble_stopped_ends_after_the_cool_down() -> None:
     assert last_trouble + timedelta(minutes=10) <= ended_at
     assert ended_at < last_trouble + timedelta(minutes=11)
     assert warnings[-1].evidence == warnings[-2].evidence
+
+
+def test_an_earlier_trouble_of_the_cause_that_had_stopped_gives_no_lead_time() -> None:
+    # orders-db is slow 10:03-10:08 and users never feel it; from 10:20 it
+    # is slow again, the api from 10:22 and the web from 10:24.
+    def bad(service: str, minute: int) -> bool:
+        if service == "orders-db":
+            return 3 <= minute < 8 or minute >= 20
+        return minute >= {"api": 22, "web": 24}.get(service, 10**6)
+
+    correlator = Correlator(
+        TOPOLOGY, CorrelationConfig(resolve_after_windows=3, confirm_windows=1)
+    )
+    out = []
+    for minute in range(30):
+        for layer, service, kpi, _ in SERIES:
+            out += correlator.observe(
+                _score(minute, layer, service, kpi, bad(service, minute))
+            )
+
+    last = [o for o in out if isinstance(o, Incident)][-1]
+
+    assert last.root_causes[0].service == "orders-db"
+    assert last.lead_time_s == 4 * 60
+
+
+def test_a_warning_that_ends_while_its_incident_is_open_stays_listed() -> None:
+    # The database warns from 10:03, users are hit at 10:07 and stay hit
+    # past the warning's ten-minute cool-down.
+    config = CorrelationConfig(
+        resolve_after_windows=3, confirm_windows=1, cooldown_s=600
+    )
+    correlator = Correlator(TOPOLOGY, config)
+    bad_from = {"orders-db": 3, "orders": 4, "api": 5, "web": 7}
+    out = []
+    for minute in range(40):
+        for layer, service, kpi, _ in SERIES:
+            bad = bad_from[service] <= minute < 30
+            out += correlator.observe(_score(minute, layer, service, kpi, bad))
+
+    warnings = [o for o in out if isinstance(o, EarlyWarning)]
+    incidents = [o for o in out if isinstance(o, Incident)]
+    ended = [w for w in warnings if w.status == "ended"]
+
+    assert ended and ended[0].published_at < incidents[-1].updated_at
+    assert all(ended[0].id in i.early_warnings for i in incidents)

@@ -106,6 +106,12 @@ def test_values_that_are_not_finite_are_neither_scored_nor_learned() -> None:
         ),
         ("river:HalfSpaceTrees,depth", "write River arguments as name=value"),
         ("river:HalfSpaceTrees,depth=3", "River's HalfSpaceTrees refuses {'depth'"),
+        (
+            "river:HalfSpaceTrees,window_size=1OO",
+            "write River argument 'window_size' as a number, True, False, None "
+            "or a quoted string, not '1OO'",
+        ),
+        ("river:HalfSpaceTrees,limits={}", "not '{}'"),
     ],
 )
 def test_a_wrong_river_name_or_argument_says_what_is_known(
