@@ -30,10 +30,9 @@ from foreshock.decode import (
     SampleDecoder,
     dead_letter_of,
     decode_native,
-    decoded,
-    decoder_failed,
+    decode_with,
     oversized,
-    scanned,
+    scan_with,
 )
 from foreshock.feedback import Feedback
 from foreshock.kpis import Kpi
@@ -221,11 +220,7 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
             if decoder is None:
                 out.append(self._letter(message, _unknown_format(batch.format)))
                 continue
-            try:
-                events, rejections = decoded(decoder(data))
-            except Exception as error:
-                out.append(self._letter(message, decoder_failed(batch.format, error)))
-                continue
+            events, rejections = decode_with(decoder, data, batch.format)
             out.extend(self._letters(rejections, message))
             self._add_events(events, message, out)
 
@@ -268,11 +263,7 @@ class WindowLogic(StatefulLogic[RawBatch, WindowItem, bytes]):
             data = self._usable(message, out)
             if data is None:
                 continue
-            try:
-                samples, rejections = scanned(decoder.scan(data))
-            except Exception as error:
-                out.append(self._letter(message, decoder_failed(fmt, error)))
-                continue
+            samples, rejections = scan_with(decoder, data, fmt)
             out.extend(self._letters(rejections, message))
             samples = self._unskewed(samples, message, out)
             for position, index, watermark_us in self.store.add_samples(samples):

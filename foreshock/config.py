@@ -538,20 +538,16 @@ def _import_extensions(section: object, environ: Mapping[str, str]) -> None:
     a JSON list) wins over the file.
     """
     modules = section.get("modules") if isinstance(section, dict) else None
-    # Read as the settings read them: names in any case, the section whole
-    # or its one field.
+    # Read as the settings read them: names in any case, the field itself
+    # before the section whole.
     named = {key.upper(): value for key, value in environ.items()}
-    for key, field in (
-        ("FORESHOCK_EXTENSIONS", "modules"),
-        ("FORESHOCK_EXTENSIONS__MODULES", None),
-    ):
-        if key not in named:
-            continue
-        try:
-            given = json.loads(named[key])
-        except ValueError:
-            return  # the settings' own validation says what is wrong with it
-        modules = given.get(field) if field and isinstance(given, dict) else given
+    try:
+        if "FORESHOCK_EXTENSIONS__MODULES" in named:
+            modules = json.loads(named["FORESHOCK_EXTENSIONS__MODULES"])
+        elif "FORESHOCK_EXTENSIONS" in named:
+            modules = json.loads(named["FORESHOCK_EXTENSIONS"]).get("modules")
+    except (ValueError, AttributeError):
+        return  # the settings' own validation says what is wrong with it
     if not isinstance(modules, list):
         return  # the section's own validation says what is wrong with it
     for name in modules:

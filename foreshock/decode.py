@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import import_module
 from itertools import accumulate
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import ValidationError
 
@@ -64,13 +64,12 @@ __all__ = [
     "dead_letter_of",
     "decode",
     "decode_native",
-    "decoded",
-    "decoder_failed",
+    "decode_with",
     "decoder_for",
     "format_names",
     "oversized",
     "register_format",
-    "scanned",
+    "scan_with",
     "to_dead_letter",
 ]
 
@@ -97,62 +96,6 @@ class Rejection:
     data: bytes | None = None
 
 
-# A decoder that raises instead of rejecting has a bug, not bad input: the
-# message it failed on becomes a dead letter under this reason, and the
-# traceback is logged at DEBUG (`foreshock -v`).
-DECODER_FAILED = "decoder_failed"
-
-
-def decoded(result: object) -> Decoded:
-    """A decoder's `result`, checked to be `(events, rejections)`.
-
-    Raises TypeError, saying what came instead, so that a decoder handing
-    back the wrong shape fails on its message, as one that raises does,
-    rather than further down the flow.
-    """
-    if not (isinstance(result, tuple | list) and len(result) == 2):
-        raise TypeError(
-            f"returned {type(result).__name__}, not a pair (events, rejections)"
-        )
-    events, rejections = result
-    if not isinstance(events, list) or not all(isinstance(e, Event) for e in events):
-        raise TypeError("returned events that are not a list of Event")
-    if not isinstance(rejections, list) or not all(
-        isinstance(r, Rejection) for r in rejections
-    ):
-        raise TypeError("returned rejections that are not a list of Rejection")
-    return events, rejections
-
-
-def scanned(result: object) -> Scanned:
-    """A sample decoder's `scan` result, checked as `decoded` checks events."""
-    if not (isinstance(result, tuple | list) and len(result) == 2):
-        raise TypeError(
-            f"scan returned {type(result).__name__}, not (samples, rejections)"
-        )
-    samples, rejections = result
-    if not isinstance(samples, list) or not all(
-        type(s) is tuple and len(s) == 5 for s in samples
-    ):
-        raise TypeError("scan returned samples that are not a list of Sample")
-    if not isinstance(rejections, list) or not all(
-        isinstance(r, Rejection) for r in rejections
-    ):
-        raise TypeError("scan returned rejections that are not a list of Rejection")
-    return samples, rejections
-
-
-def decoder_failed(fmt: str, error: Exception) -> Rejection:
-    """The rejection of a message whose `fmt` decoder raised `error`."""
-    log.debug("the %r decoder raised", fmt, exc_info=error)
-    return Rejection(
-        DECODER_FAILED,
-        f"the {fmt!r} decoder failed: {type(error).__name__}: {error}; a "
-        "decoder returns (events, rejections), with rejections for input it "
-        "cannot use, and does not raise",
-    )
-
-
 Decoded = tuple[list[Event], list[Rejection]]
 Decoder = Callable[[bytes], Decoded]
 # A message as the window samples of its events, and its rejections.
@@ -171,6 +114,70 @@ class SampleDecoder(Protocol):
     def __call__(self, data: bytes) -> Decoded: ...
 
     def scan(self, data: bytes) -> Scanned: ...
+
+
+# A decoder that raises instead of rejecting, or hands back something other
+# than what it promises, has a bug, not bad input: the message it failed on
+# is refused whole under this reason, and the traceback is logged at DEBUG
+# (`foreshock -v`).
+DECODER_FAILED = "decoder_failed"
+
+
+def decode_with(decoder: Decoder, data: bytes, fmt: str) -> Decoded:
+    """The events and rejections `decoder`, of format `fmt`, makes of `data`.
+
+    A decoder that fails gives the message one rejection, `decoder_failed`,
+    so that the flow dead-letters it and goes on.
+    """
+    try:
+        events, rejections = _pair(decoder(data), "events")
+        if not isinstance(events, list) or not all(
+            isinstance(e, Event) for e in events
+        ):
+            raise TypeError("returned events that are not a list of Event")
+        return events, _rejections(rejections)
+    except Exception as error:
+        return [], [_failed(fmt, error)]
+
+
+def scan_with(decoder: SampleDecoder, data: bytes, fmt: str) -> Scanned:
+    """The samples and rejections a sample decoder's `scan` makes of `data`,
+    with a failure turned into a rejection as `decode_with` does."""
+    try:
+        samples, rejections = _pair(decoder.scan(data), "samples")
+        if not isinstance(samples, list) or not all(
+            type(s) is tuple and len(s) == 5 for s in samples
+        ):
+            raise TypeError("scan returned samples that are not a list of Sample")
+        return samples, _rejections(rejections)
+    except Exception as error:
+        return [], [_failed(fmt, error)]
+
+
+def _pair(result: object, first: str) -> tuple[Any, Any]:
+    if not (isinstance(result, tuple | list) and len(result) == 2):
+        raise TypeError(
+            f"returned {type(result).__name__}, not a pair ({first}, rejections)"
+        )
+    return result[0], result[1]
+
+
+def _rejections(rejections: object) -> list[Rejection]:
+    if not isinstance(rejections, list) or not all(
+        isinstance(r, Rejection) for r in rejections
+    ):
+        raise TypeError("returned rejections that are not a list of Rejection")
+    return rejections
+
+
+def _failed(fmt: str, error: Exception) -> Rejection:
+    log.debug("the %r decoder failed", fmt, exc_info=error)
+    return Rejection(
+        DECODER_FAILED,
+        f"the {fmt!r} decoder failed: {type(error).__name__}: {error}; a "
+        "decoder returns (events, rejections), with rejections for input it "
+        "cannot use, and does not raise",
+    )
 
 
 # A format's decoder is built from the job's settings, so that a format with

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from foreshock.config import load_settings
-from foreshock.decode import Decoder, Rejection, decoded, decoder_failed, decoder_for
+from foreshock.decode import Decoder, Rejection, decode_with, decoder_for
 from foreshock.kpis import Aggregate
 from foreshock.measure import observe
 from foreshock.schema import Event, MetricSample
@@ -169,11 +169,7 @@ def _decode_one(
             yield _rejection(number, bad)
             return
 
-    try:
-        events, rejections = decoded(decoder(data))
-    except Exception as error:
-        yield _rejection(number, decoder_failed(name, error))
-        return
+    events, rejections = decode_with(decoder, data, name)
     lines = [_event(number, event, spec) for event in events]
     yield from lines
     for rejection in rejections:

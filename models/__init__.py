@@ -137,14 +137,15 @@ def check_detector(name: str) -> None:
     """
     detector = make_detector(name)
     start = datetime(2000, 1, 1, tzinfo=UTC)
+    ready = False
     try:
         for i in range(_CHECK_VALUES):
             t = start + timedelta(minutes=i)
-            ready = detector.score_one(10.0, t).state == "ready"
-            x = 500.0 if ready or i == _CHECK_VALUES - 1 else 10.0 + (i % 7) / 10
-            detector.score_one(x, t)
+            spike = ready or i == _CHECK_VALUES - 1
+            x = 500.0 if spike else 10.0 + (i % 7) / 10
+            ready = detector.score_one(x, t).state == "ready"
             detector.learn_one(x, t)
-            if x == 500.0:
+            if spike:
                 break
     except Exception as error:
         log.debug("detector %s failed its check", name, exc_info=error)

@@ -18,10 +18,10 @@ decades of that probability, as it saturates near 1. Detectors River
 calls supervised (`GaussianScorer`, `StandardAbsoluteDeviation`) are
 given the value as their target; the others are given it as the feature
 `value`, scaled into [0, 1] by an online `MinMaxScaler` first, since
-half-space trees and LODA cut the unit interval. A model that needs a period of its
-own before it scores (`window_size`, `grace_period`, `warmup_period`) has
-that period added to the warm-up, so that the zeros it gives meanwhile are
-not taken as its normal.
+half-space trees and LODA cut the unit interval. A model that needs a
+period of its own before it scores (`window_size`, `grace_period`,
+`warmup_period`) has that period added to the warm-up, so that the zeros
+it gives meanwhile are not taken as its normal.
 
 What River's models cost per series is theirs: a `HalfSpaceTrees` with
 its defaults pickles to 174 KiB and holds 1 to 3 MiB in memory once its
@@ -83,7 +83,7 @@ class RiverDetector:
     arguments: `"HalfSpaceTrees,window_size=100,seed=7"`.
     """
 
-    name = "river"
+    name: str  # "river:<Model>"
 
     def __init__(self, spec: str, direction: str = "both") -> None:
         self.direction = direction
@@ -172,22 +172,25 @@ def _parsed(spec: str) -> tuple[type[Any], dict[str, Any]]:
         key, equals, text = item.partition("=")
         if not equals:
             raise ValueError(f"write River arguments as name=value, not {item!r}")
-        try:
-            value = ast.literal_eval(text.strip())
-        except (ValueError, SyntaxError):
-            value = None
-            scalar = False
-        else:
-            scalar = value is None or isinstance(value, int | float | str)
-        if not scalar:
-            raise ValueError(
-                f"write River argument {key.strip()!r} as a number, True, False, "
-                f"None or a quoted string, not {text.strip()!r}"
-            )
-        arguments[key.strip()] = value
+        arguments[key.strip()] = _scalar(key.strip(), text.strip())
     model_class: type[Any] = getattr(anomaly, name)
     try:
         model_class(**arguments)
     except TypeError as error:
         raise ValueError(f"River's {name} refuses {arguments}: {error}") from error
     return model_class, arguments
+
+
+def _scalar(key: str, text: str) -> Any:
+    """The value `text` writes: a number, True, False, None or a string."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        pass
+    else:
+        if value is None or isinstance(value, int | float | str):
+            return value
+    raise ValueError(
+        f"write River argument {key!r} as a number, True, False, None or a "
+        f"quoted string, not {text!r}"
+    )
